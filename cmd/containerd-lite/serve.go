@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/containerd-lite/containerd-lite/container"
+	"github.com/containerd-lite/containerd-lite/rpc"
+)
+
+func (m *Main) serve(ctx context.Context, args []string) error {
+	fs := m.flags("serve", "[--listen ADDR] [--store URL|PATH] [flags]")
+	var (
+		listen    = fs.String("listen", "127.0.0.1:7401", "TCP address to serve RPC on")
+		advertise = fs.String("advertise", "", "address clients and peers use to reach this node (default: the listen address)")
+		store     = fs.String("store", "", "postgres:// URL, or embedded store path (default ./"+DefaultDataDir+")")
+		migrate   = fs.Bool("migrate", false, "apply PostgreSQL migrations before serving")
+		lease     = fs.Duration("lease", 3*time.Second, "node lease: how long the node stays owner without a heartbeat")
+		heartbeat = fs.Duration("heartbeat", time.Second, "lease renewal interval (at most lease/2)")
+		idle      = fs.Duration("idle-timeout", 10*time.Minute, "passivate instances idle this long (components may override)")
+		maxActive = fs.Int("max-active", 100_000, "instances kept in memory at most (least recently used are passivated)")
+		maxState  = fs.Int("max-state", 1<<20, "bytes an encoded state may take (components may override)")
+		maxFrame  = fs.Int("max-frame", rpc.DefaultMaxFrameSize, "bytes a wire frame may take")
+		token     = fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret clients must present (default $CONTAINERD_LITE_TOKEN)")
+		drain     = fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for calls in flight")
+		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, desc, err := openStore(ctx, *store, *migrate)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	addr := *advertise
+	if addr == "" {
+		addr = ln.Addr().String()
+		if host, _, _ := net.SplitHostPort(addr); net.ParseIP(host).IsUnspecified() {
+			ln.Close()
+			return usagef("--listen %s is a wildcard address: give --advertise HOST:PORT so that clients can be redirected here", *listen)
+		}
+	}
+
+	node, err := container.New(container.Config{
+		Registry: m.Registry, Store: st, Addr: addr,
+		Lease: *lease, Heartbeat: *heartbeat, IdleTimeout: *idle,
+		MaxActive: *maxActive, MaxStateSize: *maxState,
+		ProveDead: rpc.Prober{Token: *token}.ProveDead,
+		Logger:    log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if err := node.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	srv := rpc.NewServer(node, &rpc.ServerConfig{
+		Incarnation: node.Incarnation(), Addr: addr, Token: *token, MaxFrameSize: *maxFrame, Logger: log,
+	})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("serving", "addr", addr, "incarnation", node.Incarnation(), "store", desc, "components", m.Registry.Names())
+
+	select {
+	case <-ctx.Done():
+		stop() // a second signal kills the process at once
+		log.Info("shutting down: draining calls and releasing instances")
+	case err := <-served:
+		node.Shutdown(context.Background())
+		return fmt.Errorf("rpc server: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	derr := node.Shutdown(dctx)
+	serr := srv.Shutdown(dctx)
+	if err := <-served; !errors.Is(err, rpc.ErrServerClosed) {
+		log.Warn("rpc server", "err", err)
+	}
+	stats := node.Stats()
+	log.Info("stopped", "calls", stats.Calls, "writes", stats.Writes, "activations", stats.Activations)
+	return errors.Join(derr, serr)
+}
