@@ -116,6 +116,9 @@ type Instances interface {
 // stores), never compared across client clocks.
 type Membership interface {
 	// Register adds or replaces node with a lease of the given length.
+	// Registering an incarnation that lost its lease or was marked dead
+	// would revive it: after ErrLeaseLost a node registers under a new
+	// incarnation.
 	Register(ctx context.Context, node Node, lease time.Duration) error
 	// Renew extends the node's lease to now+lease. It fails with
 	// ErrLeaseLost if the lease had already expired, the node was marked
@@ -136,7 +139,9 @@ type Store interface {
 	Membership
 	// Sweep deletes what is older than age and no longer needed: tombstones
 	// and never-written records with no live owner, and nodes whose lease
-	// expired. It returns the number of instance records deleted.
+	// expired. It returns the number of instance records deleted. age must
+	// exceed the clients' retry window: a removing call retried after its
+	// tombstone was swept finds no completion record and runs again.
 	Sweep(ctx context.Context, age time.Duration) (int, error)
 	// Close releases the store's resources. Pending operations fail.
 	Close() error

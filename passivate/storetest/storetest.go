@@ -362,7 +362,9 @@ func testLiveNodes(t *testing.T, h Harness) {
 	require.NoError(t, s.Deregister(ctx, c.Incarnation))
 	require.Eventually(t, func() bool {
 		nodes, err := s.LiveNodes(ctx)
-		require.NoError(t, err)
+		if !assert.NoError(t, err) {
+			return false
+		}
 		for _, n := range nodes {
 			if n == short {
 				return false
@@ -406,12 +408,18 @@ func testSweep(t *testing.T, h Harness) {
 	_, err = s.Activate(ctx, owned, n.Incarnation)
 	require.NoError(t, err)
 
+	expired := register(t, s, time.Millisecond)
+
 	// Nothing is old enough yet.
-	_, err = s.Sweep(ctx, time.Hour)
+	swept, err := s.Sweep(ctx, time.Hour)
 	require.NoError(t, err)
+	assert.Zero(t, swept)
 	time.Sleep(50 * time.Millisecond)
-	_, err = s.Sweep(ctx, 0)
+	swept, err = s.Sweep(ctx, 0)
 	require.NoError(t, err)
+	assert.Equal(t, 2, swept, "the tombstone and the released empty record")
+	// An expired node stays unable to renew after a sweep.
+	assert.ErrorIs(t, s.Renew(ctx, expired.Incarnation, time.Minute), passivate.ErrLeaseLost)
 
 	other := register(t, s, time.Minute)
 	got, err := s.Activate(ctx, alive, other.Incarnation)
