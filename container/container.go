@@ -231,7 +231,10 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 	if removes {
 		w.State = nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+	// The write does not stop when the caller goes away (that would only
+	// make its outcome unknown), but it gives up in time to answer
+	// unavailable before the caller's deadline.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout(ctx))
 	err = c.cfg.Store.Save(sctx, w)
 	cancel()
 	switch {
@@ -254,6 +257,18 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 		c.removed(ctx, inst)
 	}
 	return reply, nil
+}
+
+// storeTimeout bounds a store operation made for a call: StoreTimeout, but
+// ending a little before the call's deadline so that a store outage is
+// reported as unavailable (retryable) rather than as a missed deadline.
+func (c *Container) storeTimeout(ctx context.Context) time.Duration {
+	d := c.cfg.StoreTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		d = min(d, left-min(left/10, 100*time.Millisecond))
+	}
+	return max(d, time.Millisecond)
 }
 
 func (c *Container) maxState(comp *registry.Component) int {
@@ -297,7 +312,7 @@ func (c *Container) rollback(inst *instance) {
 // activate claims inst in the store and loads its state.
 func (c *Container) activate(ctx context.Context, inst *instance) error {
 	gen := c.leaseGen.Load()
-	sctx, cancel := context.WithTimeout(ctx, c.cfg.StoreTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout(ctx))
 	defer cancel()
 	var act *passivate.Activation
 	for attempt := 0; ; attempt++ {
@@ -319,8 +334,8 @@ func (c *Container) activate(ctx context.Context, inst *instance) error {
 			return &registry.Error{Code: registry.CodeRedirect, Message: fmt.Sprintf("%s is active on another node", inst.key), Addr: owned.Addr}
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return registry.AsError(ctx.Err(), registry.CodeDeadlineExceeded)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return registry.AsError(ctx.Err(), registry.CodeCanceled)
 			}
 			return registry.Errorf(registry.CodeUnavailable, "store: activate %s: %v", inst.key, err)
 		}

@@ -129,7 +129,8 @@ type Membership interface {
 	// MarkDead records that a node is proven dead (its port refuses
 	// connections), so that its instances become claimable at once.
 	MarkDead(ctx context.Context, incarnation string) error
-	// LiveNodes returns the nodes whose lease is valid, ordered by address.
+	// LiveNodes returns the nodes whose lease is valid, ordered by address
+	// (byte order), then incarnation.
 	LiveNodes(ctx context.Context) ([]Node, error)
 }
 

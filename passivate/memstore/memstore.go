@@ -94,7 +94,7 @@ func (s *Store) Save(ctx context.Context, w *passivate.Write) error {
 		return passivate.ErrClosed
 	}
 	r, ok := s.rows[w.Key]
-	if !ok || r.owner != w.Owner.Node || r.epoch != w.Owner.Epoch || r.rec.Version != w.Version {
+	if !ok || r.owner == "" || r.owner != w.Owner.Node || r.epoch != w.Owner.Epoch || r.rec.Version != w.Version {
 		return passivate.ErrFenced
 	}
 	r.rec = passivate.Record{

@@ -280,6 +280,8 @@ func testRelease(t *testing.T, h Harness) {
 	require.ErrorAs(t, err, &owned)
 
 	require.NoError(t, s.Release(ctx, k, actA.Owner))
+	assert.ErrorIs(t, s.Save(ctx, &passivate.Write{Key: k, Owner: actA.Owner, Version: 1, State: []byte("after release"), StateVersion: 1}), passivate.ErrFenced, "a released claim cannot write")
+	assert.ErrorIs(t, s.Save(ctx, &passivate.Write{Key: k, Owner: passivate.Owner{}, Version: 1, State: []byte("nobody"), StateVersion: 1}), passivate.ErrFenced, "an empty owner never matches")
 	actB, err := s.Activate(ctx, k, b.Incarnation)
 	require.NoError(t, err)
 	assert.Equal(t, []byte("kept"), actB.State)
