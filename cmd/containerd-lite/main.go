@@ -4,6 +4,8 @@
 //	containerd-lite call    [--nodes ADDR,ADDR] COMPONENT ID METHOD [JSON-ARGS]
 //	containerd-lite nodes   [--nodes ADDR,ADDR]
 //	containerd-lite migrate --store postgres://...
+//	containerd-lite torture [--store URL|PATH] [--duration 60s]
+//	containerd-lite bench   --store postgres://... [--duration 5s]
 //
 // The stock daemon serves the cart component of examples/cart.
 package main
@@ -57,6 +59,8 @@ Usage:
   containerd-lite call    [--nodes ADDR,ADDR,...] COMPONENT ID METHOD [JSON-ARGS]
   containerd-lite nodes   [--nodes ADDR,ADDR,...]
   containerd-lite migrate --store postgres://...
+  containerd-lite torture [--store URL|PATH] [--duration 60s] [flags]
+  containerd-lite bench   --store postgres://... [--duration 5s] [flags]
 
 --store takes a postgres:// (or postgresql://) URL, or a filesystem path for
 the embedded store; without it, serve uses the embedded store in
@@ -79,6 +83,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.nodes(ctx, rest)
 	case "migrate":
 		return m.migrate(ctx, rest)
+	case "torture":
+		return m.torture(ctx, rest)
+	case "bench":
+		return m.bench(ctx, rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
