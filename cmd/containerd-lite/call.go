@@ -16,7 +16,14 @@ import (
 	"github.com/containerd-lite/containerd-lite/rpc"
 )
 
-const defaultNodes = "127.0.0.1:7401"
+// defaultNodes is where call and nodes look without --nodes:
+// $CONTAINERD_LITE_NODES, else the default serve address.
+func defaultNodes() string {
+	if n := os.Getenv("CONTAINERD_LITE_NODES"); n != "" {
+		return n
+	}
+	return "127.0.0.1:7401"
+}
 
 func (m *Main) client(nodes, token string) (*rpc.Client, error) {
 	return rpc.NewClient(rpc.ClientConfig{Nodes: strings.Split(nodes, ","), Token: token})
@@ -24,7 +31,7 @@ func (m *Main) client(nodes, token string) (*rpc.Client, error) {
 
 func (m *Main) call(ctx context.Context, args []string) error {
 	fs := m.flags("call", "[--nodes ADDR,ADDR,...] COMPONENT ID METHOD [JSON-ARGS]")
-	nodes := fs.String("nodes", defaultNodes, "comma-separated node addresses, tried in turn")
+	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses, tried in turn (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long, retries included")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
 	if err := fs.Parse(args); err != nil {
@@ -63,7 +70,7 @@ func (m *Main) call(ctx context.Context, args []string) error {
 
 func (m *Main) nodes(ctx context.Context, args []string) error {
 	fs := m.flags("nodes", "[--nodes ADDR,ADDR,...]")
-	nodes := fs.String("nodes", defaultNodes, "comma-separated node addresses to ask")
+	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses to ask (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return err
