@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd-lite/containerd-lite/registry"
@@ -51,8 +50,7 @@ type ClientConfig struct {
 type Client struct {
 	cfg     ClientConfig
 	connCfg connConfig
-	seq     atomic.Uint64
-	acks    ackTracker
+	acks    ackTracker // numbers calls
 
 	mu        sync.Mutex
 	seeds     []string
@@ -147,8 +145,7 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 		m.Client = c.cfg.ClientID
 	}
 	if m.Seq == 0 {
-		m.Seq = c.seq.Add(1)
-		c.acks.begin(m.Seq)
+		m.Seq = c.acks.begin()
 		defer c.acks.end(m.Seq)
 	}
 	key := call.Component + "\x00" + call.ID
@@ -167,13 +164,15 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 		if dl, ok := ctx.Deadline(); ok {
 			m.Timeout = max(int64(time.Until(dl)/time.Microsecond), 1)
 		}
-		res, err := c.attempt(ctx, target, m)
+		res, sent, err := c.attempt(ctx, target, m)
 		if err == nil {
 			c.learnOwner(key, target)
 			return res, nil
 		}
 		var re *registry.Error
 		switch {
+		case errors.Is(err, ErrClientClosed):
+			return nil, err
 		case errors.As(err, &re) && re.Remote && re.Code == registry.CodeRedirect && re.Addr != "":
 			c.learnOwner(key, re.Addr)
 			c.addNode(re.Addr)
@@ -199,6 +198,10 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 			return nil, err
 		case errors.As(err, &re) && re.Remote:
 			return nil, err // final: application errors and the like are never retried
+		case ctx.Err() != nil && !sent:
+			// The deadline passed while connecting: the call never left, and
+			// what kept it from running is the last failure.
+			return nil, giveUp(ctx, lastErr)
 		case ctx.Err() != nil:
 			// The call may still be running on the node: unknown outcome.
 			return nil, registry.AsError(ctx.Err(), registry.CodeDeadlineExceeded)
@@ -221,18 +224,19 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 	}
 }
 
-// attempt runs one try of a call on the node at addr.
-func (c *Client) attempt(ctx context.Context, addr string, m *callMsg) ([]byte, error) {
+// attempt runs one try of a call on the node at addr. sent is false when
+// it failed before the call could be sent (while connecting).
+func (c *Client) attempt(ctx context.Context, addr string, m *callMsg) (res []byte, sent bool, err error) {
 	cn, err := c.conn(ctx, addr)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	res, err := cn.call(ctx, m)
+	res, err = cn.call(ctx, m)
 	var te *TransportError
 	if errors.As(err, &te) {
 		c.dropConn(addr, cn)
 	}
-	return res, err
+	return res, true, err
 }
 
 func backoff(round int) time.Duration {
@@ -447,8 +451,17 @@ func (c *Client) dropConn(addr string, cn *conn) {
 	if c.conns[addr] == cn {
 		delete(c.conns, addr)
 	}
+	// bg.Add only while not closed, under mu: Close may already be in
+	// bg.Wait, and must not return with this goroutine still running.
+	closed := c.closed
+	if !closed {
+		c.bg.Add(1)
+	}
 	c.mu.Unlock()
-	c.bg.Add(1)
+	if closed {
+		cn.close()
+		return
+	}
 	go func() { defer c.bg.Done(); cn.close() }()
 }
 
@@ -501,16 +514,21 @@ func (c *Client) Close() error {
 type ackTracker struct {
 	mu       sync.Mutex
 	inflight map[uint64]struct{}
-	next     uint64 // one past the highest sequence number begun
+	next     uint64 // the sequence number of the next call
 }
 
-func (a *ackTracker) init() { a.inflight = map[uint64]struct{}{} }
+func (a *ackTracker) init() { a.inflight = map[uint64]struct{}{}; a.next = 1 }
 
-func (a *ackTracker) begin(seq uint64) {
+// begin numbers a new call and marks it in flight, under one lock: a number
+// handed out but not yet marked would let low run past it, acknowledging a
+// call that has not even been sent.
+func (a *ackTracker) begin() uint64 {
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	seq := a.next
+	a.next++
 	a.inflight[seq] = struct{}{}
-	a.next = max(a.next, seq+1)
-	a.mu.Unlock()
+	return seq
 }
 
 func (a *ackTracker) end(seq uint64) {

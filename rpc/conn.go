@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,9 @@ type conn struct {
 	sess        *yamux.Session
 	st          *yamux.Stream
 	fw          *frameWriter
-	epoch       time.Time // for lastRecv
+	epoch       time.Time     // for lastRecv
+	maxSend     int           // request limit: ours or the node's, the lower
+	slots       chan struct{} // calls in flight, within the node's limit; nil: none
 
 	mu      sync.Mutex
 	pending map[uint64]chan frameIn
@@ -63,6 +66,7 @@ type conn struct {
 type frameIn struct {
 	kind byte
 	body []byte
+	err  error // the call failed locally (kind 0 with err nil: connection failed)
 }
 
 var waiterPool = sync.Pool{New: func() any { return make(chan frameIn, 1) }}
@@ -140,6 +144,16 @@ func (c *conn) handshake(ctx context.Context, br *bufio.Reader) error {
 		return &registry.Error{Code: registry.Code(w.Code), Message: w.Message, Remote: true}
 	}
 	c.incarnation = w.Incarnation
+	c.maxSend = c.cfg.maxFrame
+	if w.MaxFrame > 0 && w.MaxFrame < uint64(c.maxSend) {
+		// The node would refuse a larger request, and one past 16 times its
+		// limit ends the connection with every call on it: fail it here.
+		c.maxSend = int(w.MaxFrame)
+	}
+	if w.MaxInflight > 0 {
+		// Past its limit the node refuses calls: queue them here instead.
+		c.slots = make(chan struct{}, min(w.MaxInflight, 1<<16))
+	}
 	return nil
 }
 
@@ -147,11 +161,19 @@ func (c *conn) readLoop(br *bufio.Reader) {
 	defer c.wg.Done()
 	for {
 		h, body, err := readFrame(br, c.cfg.maxFrame)
-		if err != nil {
-			var tl *frameTooLarge
-			if errors.As(err, &tl) {
-				err = fmt.Errorf("node sent %w", err)
+		if tl := (*frameTooLarge)(nil); errors.As(err, &tl) {
+			err = fmt.Errorf("node sent %w", err)
+			if int64(tl.length) <= discardFactor*int64(c.cfg.maxFrame) {
+				// A reply over our limit (the node's is higher) fails its
+				// call only, as the node does with oversized requests.
+				if _, err = io.CopyN(io.Discard, br, int64(tl.length)); err == nil {
+					c.lastRecv.Store(int64(time.Since(c.epoch)))
+					c.deliver(h.id, frameIn{err: registry.Errorf(registry.CodeTooLarge, "reply: %v", tl)})
+					continue
+				}
 			}
+		}
+		if err != nil {
 			c.fail(err)
 			return
 		}
@@ -163,13 +185,18 @@ func (c *conn) readLoop(br *bufio.Reader) {
 			_ = c.fw.send(emptyFrame(kindPong, h.id))
 			continue
 		}
-		c.mu.Lock()
-		ch, ok := c.pending[h.id]
-		delete(c.pending, h.id)
-		c.mu.Unlock()
-		if ok {
-			ch <- frameIn{kind: h.kind, body: body}
-		}
+		c.deliver(h.id, frameIn{kind: h.kind, body: body})
+	}
+}
+
+// deliver hands a frame to the call waiting for it, if any.
+func (c *conn) deliver(id uint64, in frameIn) {
+	c.mu.Lock()
+	ch, ok := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if ok {
+		ch <- in
 	}
 }
 
@@ -178,7 +205,7 @@ func (c *conn) readLoop(br *bufio.Reader) {
 // or wedged node keeps its TCP port open but answers nothing.
 func (c *conn) watchdog() {
 	defer c.wg.Done()
-	tick := time.NewTicker(c.cfg.suspectAfter / 4)
+	tick := time.NewTicker(max(c.cfg.suspectAfter/4, time.Millisecond)) // NewTicker panics on 0
 	defer tick.Stop()
 	for {
 		select {
@@ -248,10 +275,25 @@ func (c *conn) failure() error {
 // come back as *TransportError; a canceled ctx as ctx.Err() after telling
 // the node to cancel the call.
 func (c *conn) roundTrip(ctx context.Context, kind byte, body any) (frameIn, error) {
+	if c.slots != nil {
+		select {
+		case c.slots <- struct{}{}:
+			defer func() { <-c.slots }()
+		case <-ctx.Done():
+			return frameIn{}, ctx.Err()
+		case <-c.closed:
+			return frameIn{}, &TransportError{Addr: c.addr, Err: c.failure()}
+		}
+	}
 	c.mu.Lock()
 	if c.pending == nil {
 		c.mu.Unlock()
 		return frameIn{}, &TransportError{Addr: c.addr, Err: c.failure()}
+	}
+	if len(c.pending) == 0 {
+		// The watchdog measures the node's silence while calls wait: it
+		// starts now, not at the last frame received before an idle spell.
+		c.lastRecv.Store(int64(time.Since(c.epoch)))
 	}
 	c.nextID++
 	id := c.nextID
@@ -260,8 +302,8 @@ func (c *conn) roundTrip(ctx context.Context, kind byte, body any) (frameIn, err
 	c.mu.Unlock()
 
 	f, err := encodeFrame(kind, id, body)
-	if err == nil && len(f)-headerSize > c.cfg.maxFrame {
-		err = registry.Errorf(registry.CodeTooLarge, "request of %d bytes exceeds the frame limit of %d", len(f)-headerSize, c.cfg.maxFrame)
+	if err == nil && len(f)-headerSize > c.maxSend {
+		err = registry.Errorf(registry.CodeTooLarge, "request of %d bytes exceeds the frame limit of %d", len(f)-headerSize, c.maxSend)
 	}
 	if err == nil {
 		if err = c.fw.send(f); err != nil {
@@ -275,6 +317,9 @@ func (c *conn) roundTrip(ctx context.Context, kind byte, body any) (frameIn, err
 	select {
 	case in := <-ch:
 		waiterPool.Put(ch)
+		if in.err != nil {
+			return frameIn{}, in.err
+		}
 		if in.kind == 0 {
 			return frameIn{}, &TransportError{Addr: c.addr, Err: c.failure()}
 		}

@@ -44,6 +44,9 @@ type welcome struct {
 	Code        string `cbor:"4,keyasint,omitempty"`
 	Message     string `cbor:"5,keyasint,omitempty"`
 	MaxFrame    uint64 `cbor:"6,keyasint,omitempty"`
+	// MaxInflight is how many calls the node runs at once per connection;
+	// it refuses more. 0: no limit announced.
+	MaxInflight uint64 `cbor:"7,keyasint,omitempty"`
 }
 
 // callMsg is a call's request body.

@@ -43,8 +43,12 @@ type ServerConfig struct {
 	// MaxStreams bounds concurrent yamux streams per connection (yamux has
 	// no limit of its own). Default DefaultMaxStreams.
 	MaxStreams int
-	// MaxInflight bounds concurrent calls per connection; past it the node
-	// stops reading the connection (backpressure). Default DefaultMaxInflight.
+	// MaxInflight bounds concurrent calls per connection. It is advertised
+	// in the handshake and Client keeps within it; calls past it are refused
+	// with unavailable. The node never stops reading a connection to wait
+	// for a slot: the cancel frames, pings and end of stream queued behind
+	// would go unseen, and calls waiting to be canceled would wedge it.
+	// Default DefaultMaxInflight.
 	MaxInflight int
 	// HandshakeTimeout bounds the time from accept to a valid hello.
 	HandshakeTimeout time.Duration
@@ -161,7 +165,10 @@ func (s *Server) startSession(c net.Conn) {
 		c.Close()
 		return
 	}
-	ss := &serverSession{srv: s, sess: sess, remote: c.RemoteAddr().String(), sem: make(chan struct{}, s.cfg.MaxInflight)}
+	ss := &serverSession{
+		srv: s, sess: sess, remote: c.RemoteAddr().String(),
+		sem: make(chan struct{}, s.cfg.MaxInflight), writers: map[*frameWriter]struct{}{},
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -208,12 +215,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.Close()
 }
 
+// inflight counts the calls running and the streams with replies not yet
+// written: a call releases its slot once its reply is queued, and closing
+// the connection then would lose the reply of a call that did complete.
 func (s *Server) inflight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for ss := range s.sessions {
-		n += len(ss.sem)
+		n += len(ss.sem) // before the writers: a reply is queued before its slot is freed
+		ss.mu.Lock()
+		for fw := range ss.writers {
+			if !fw.flushed() {
+				n++
+			}
+		}
+		ss.mu.Unlock()
 	}
 	return n
 }
@@ -222,12 +239,15 @@ func (s *Server) inflight() int {
 // calls in flight and waits for their goroutines.
 func (s *Server) Close() error {
 	s.closeListeners()
-	s.cancel()
+	// Connections first, then the calls: a call canceled while its
+	// connection still works would send a final "canceled" reply, where a
+	// lost connection makes the client retry on another node.
 	s.mu.Lock()
 	for ss := range s.sessions {
 		ss.sess.Close()
 	}
 	s.mu.Unlock()
+	s.cancel()
 	s.wg.Wait()
 	return nil
 }
@@ -240,6 +260,9 @@ type serverSession struct {
 	client []byte        // from the hello
 	sem    chan struct{} // in-flight calls
 	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	writers map[*frameWriter]struct{} // of the streams being served
 }
 
 func (ss *serverSession) run() {
@@ -258,9 +281,15 @@ func (ss *serverSession) run() {
 	fw := newFrameWriter(st)
 	ok := ss.handshake(br, fw)
 	if !ok {
-		timer.Stop()
 		fw.close()
 		st.Close()
+		// Let the client read the refusal and hang up: closing the session
+		// at once races the refusal (the client's hello write, or its read,
+		// can fail with "session shutdown" first, turning a final
+		// unauthenticated into a retried transport error). The handshake
+		// timer still bounds the wait.
+		<-ss.sess.CloseChan()
+		timer.Stop()
 		return
 	}
 	timer.Stop()
@@ -329,7 +358,10 @@ func (ss *serverSession) handshake(br *bufio.Reader, fw *frameWriter) bool {
 		return refuse(registry.CodeBadRequest, "client id longer than 64 bytes")
 	}
 	ss.client = m.Client
-	f, err := encodeFrame(kindWelcome, 0, &welcome{Version: ProtocolVersion, Incarnation: cfg.Incarnation, Addr: cfg.Addr, MaxFrame: uint64(cfg.MaxFrameSize)})
+	f, err := encodeFrame(kindWelcome, 0, &welcome{
+		Version: ProtocolVersion, Incarnation: cfg.Incarnation, Addr: cfg.Addr,
+		MaxFrame: uint64(cfg.MaxFrameSize), MaxInflight: uint64(cfg.MaxInflight),
+	})
 	if err != nil {
 		return false
 	}
@@ -340,20 +372,26 @@ func (ss *serverSession) handshake(br *bufio.Reader, fw *frameWriter) bool {
 // call to its own goroutine.
 func (ss *serverSession) serveStream(st *yamux.Stream, br *bufio.Reader, fw *frameWriter) {
 	cfg := &ss.srv.cfg
+	ss.mu.Lock()
+	ss.writers[fw] = struct{}{}
+	ss.mu.Unlock()
 	var (
 		mu       sync.Mutex
-		inflight = map[uint64]context.CancelFunc{}
+		inflight = map[uint64]*context.CancelFunc{} // by call id; the pointer tells calls apart
 		calls    sync.WaitGroup
 	)
 	defer func() {
 		mu.Lock()
 		for _, cancel := range inflight {
-			cancel()
+			(*cancel)()
 		}
 		mu.Unlock()
 		calls.Wait()
 		fw.close()
 		st.Close()
+		ss.mu.Lock()
+		delete(ss.writers, fw)
+		ss.mu.Unlock()
 	}()
 	reply := func(id uint64, m *replyMsg) {
 		f, err := encodeFrame(kindReply, id, m)
@@ -388,31 +426,30 @@ func (ss *serverSession) serveStream(st *yamux.Stream, br *bufio.Reader, fw *fra
 		}
 		switch h.kind {
 		case kindCall:
-			select {
-			case ss.sem <- struct{}{}:
-			case <-ss.srv.ctx.Done():
-				return
-			}
 			var m callMsg
 			if err := decodeBody(body, &m); err != nil {
-				<-ss.sem
 				fail(h.id, registry.CodeBadRequest, "malformed call frame: "+err.Error())
+				continue
+			}
+			if !ss.acquire() {
+				fail(h.id, registry.CodeUnavailable, fmt.Sprintf("node busy: %d calls in flight on this connection", cap(ss.sem)))
 				continue
 			}
 			var (
 				ctx    context.Context
 				cancel context.CancelFunc
 			)
-			if m.Timeout > 0 {
+			if m.Timeout > 0 && m.Timeout <= maxTimeout {
 				ctx, cancel = context.WithTimeout(ss.srv.ctx, time.Duration(m.Timeout)*time.Microsecond)
-			} else {
+			} else { // none, or too far away to matter (and to fit a Duration)
 				ctx, cancel = context.WithCancel(ss.srv.ctx)
 			}
 			mu.Lock()
 			if old, dup := inflight[h.id]; dup {
-				old() // a reused id cancels the older call; its reply is dropped by the client
+				(*old)() // a reused id cancels the older call; its reply is dropped by the client
 			}
-			inflight[h.id] = cancel
+			self := &cancel
+			inflight[h.id] = self
 			mu.Unlock()
 			calls.Add(1)
 			go func(id uint64) {
@@ -420,7 +457,9 @@ func (ss *serverSession) serveStream(st *yamux.Stream, br *bufio.Reader, fw *fra
 				defer func() { <-ss.sem }()
 				r := ss.invoke(ctx, &m)
 				mu.Lock()
-				delete(inflight, id)
+				if inflight[id] == self { // not a newer call that reused the id
+					delete(inflight, id)
+				}
 				mu.Unlock()
 				cancel()
 				reply(id, r)
@@ -428,16 +467,22 @@ func (ss *serverSession) serveStream(st *yamux.Stream, br *bufio.Reader, fw *fra
 		case kindCancel:
 			mu.Lock()
 			if cancel, ok := inflight[h.id]; ok {
-				cancel()
+				(*cancel)()
 			}
 			mu.Unlock()
 		case kindPing:
 			_ = fw.send(emptyFrame(kindPong, h.id))
 		case kindPong:
 		case kindNodes:
+			// Bounded like calls: each runs the handler in a goroutine.
+			if !ss.acquire() {
+				fail(h.id, registry.CodeUnavailable, fmt.Sprintf("node busy: %d calls in flight on this connection", cap(ss.sem)))
+				continue
+			}
 			calls.Add(1)
 			go func(id uint64) {
 				defer calls.Done()
+				defer func() { <-ss.sem }()
 				ctx, cancel := context.WithTimeout(ss.srv.ctx, 5*time.Second)
 				defer cancel()
 				nodes, err := ss.srv.h.Nodes(ctx)
@@ -453,6 +498,20 @@ func (ss *serverSession) serveStream(st *yamux.Stream, br *bufio.Reader, fw *fra
 		default:
 			fail(h.id, registry.CodeBadRequest, fmt.Sprintf("unknown frame kind %d", h.kind))
 		}
+	}
+}
+
+// maxTimeout is the largest call timeout, in microseconds, that fits a
+// time.Duration.
+const maxTimeout = int64(1<<63-1) / int64(time.Microsecond)
+
+// acquire takes an in-flight slot if one is free.
+func (ss *serverSession) acquire() bool {
+	select {
+	case ss.sem <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }
 

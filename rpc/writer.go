@@ -3,6 +3,7 @@ package rpc
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,7 @@ type frameWriter struct {
 	stopOnce sync.Once
 	mu       sync.Mutex
 	err      error
+	unsent   atomic.Int64 // frames handed to send and not yet written
 }
 
 const maxCoalesce = 256 << 10
@@ -40,11 +42,13 @@ func (fw *frameWriter) run() {
 			return
 		}
 		buf = append(buf[:0], f...)
+		n := int64(1)
 	fill:
 		for len(buf) < maxCoalesce {
 			select {
 			case f = <-fw.queue:
 				buf = append(buf, f...)
+				n++
 			default:
 				break fill
 			}
@@ -55,6 +59,7 @@ func (fw *frameWriter) run() {
 			fw.mu.Unlock()
 			return
 		}
+		fw.unsent.Add(-n)
 		if cap(buf) > 1<<20 {
 			buf = make([]byte, 0, 64<<10)
 		}
@@ -84,11 +89,24 @@ func (fw *frameWriter) flushQueued(buf []byte) {
 
 // send queues a frame. It fails once the writer has stopped.
 func (fw *frameWriter) send(f []byte) error {
+	fw.unsent.Add(1)
 	select {
 	case fw.queue <- f:
 		return nil
 	case <-fw.done:
+		fw.unsent.Add(-1)
 		return fw.error()
+	}
+}
+
+// flushed reports whether every frame sent so far has been written (or
+// never will be: the writer stopped).
+func (fw *frameWriter) flushed() bool {
+	select {
+	case <-fw.done:
+		return true
+	default:
+		return fw.unsent.Load() == 0
 	}
 }
 
