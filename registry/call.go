@@ -14,9 +14,10 @@ type Call struct {
 	// Client identifies the calling client process and Seq numbers its calls.
 	// A call retried with the same (Client, Seq) takes effect at most once
 	// and gets the original reply. Ack tells the node that the client has
-	// received the replies of all its calls numbered below Ack, so their
-	// completion records may be discarded. All three are zero for local calls
-	// that need no exactly-once protection.
+	// the replies of all its calls on this instance numbered below Ack (or
+	// has abandoned them), so their completion records may be discarded.
+	// All three are zero for local calls that need no exactly-once
+	// protection.
 	Client []byte
 	Seq    uint64
 	Ack    uint64

@@ -144,11 +144,15 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 	if m.Client == nil {
 		m.Client = c.cfg.ClientID
 	}
-	if m.Seq == 0 {
-		m.Seq = c.acks.begin()
-		defer c.acks.end(m.Seq)
-	}
 	key := call.Component + "\x00" + call.ID
+	auto := m.Seq == 0
+	if auto {
+		m.Seq = c.acks.begin(key)
+		defer c.acks.end(key, m.Seq)
+	} else {
+		// The caller numbers its own calls, and acknowledges them itself.
+		m.Ack = call.Ack
+	}
 	target := c.route(key)
 	var (
 		lastErr   error
@@ -160,7 +164,9 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 		if err := ctx.Err(); err != nil {
 			return nil, giveUp(ctx, lastErr)
 		}
-		m.Ack = c.acks.low()
+		if auto {
+			m.Ack = c.acks.low(key)
+		}
 		if dl, ok := ctx.Deadline(); ok {
 			m.Timeout = max(int64(time.Until(dl)/time.Microsecond), 1)
 		}
@@ -508,43 +514,55 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// ackTracker knows the lowest sequence number still in flight: every call
-// numbered below it has been answered (or abandoned), so nodes may discard
-// their completion records.
+// ackTracker numbers calls and knows, per instance, the lowest sequence
+// number still in flight there: every call of this client on that instance
+// numbered below it has been answered (or abandoned), so the node may
+// discard their completion records. Tracking per instance rather than per
+// client lets a node drop a record as soon as the client's next call on the
+// same instance starts, however many calls are in flight elsewhere.
 type ackTracker struct {
 	mu       sync.Mutex
-	inflight map[uint64]struct{}
-	next     uint64 // the sequence number of the next call
+	next     uint64              // the sequence number of the next call
+	inflight map[string][]uint64 // instance → its calls in flight, ascending
 }
 
-func (a *ackTracker) init() { a.inflight = map[uint64]struct{}{}; a.next = 1 }
+func (a *ackTracker) init() { a.inflight = map[string][]uint64{}; a.next = 1 }
 
-// begin numbers a new call and marks it in flight, under one lock: a number
-// handed out but not yet marked would let low run past it, acknowledging a
-// call that has not even been sent.
-func (a *ackTracker) begin() uint64 {
+// begin numbers a new call on instance key and marks it in flight, under
+// one lock: a number handed out but not yet marked would let low run past
+// it, acknowledging a call that has not even been sent.
+func (a *ackTracker) begin(key string) uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	seq := a.next
 	a.next++
-	a.inflight[seq] = struct{}{}
+	a.inflight[key] = append(a.inflight[key], seq) // ascending: seq is the largest yet
 	return seq
 }
 
-func (a *ackTracker) end(seq uint64) {
-	a.mu.Lock()
-	delete(a.inflight, seq)
-	a.mu.Unlock()
-}
-
-func (a *ackTracker) low() uint64 {
+func (a *ackTracker) end(key string, seq uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	low := a.next
-	for s := range a.inflight {
-		low = min(low, s)
+	seqs := a.inflight[key]
+	if i := slices.Index(seqs, seq); i >= 0 {
+		seqs = slices.Delete(seqs, i, i+1)
 	}
-	return low
+	if len(seqs) == 0 {
+		delete(a.inflight, key)
+		return
+	}
+	a.inflight[key] = seqs
+}
+
+// low returns the ack for a call on instance key: the lowest sequence
+// number in flight there (the call itself counts while it is in flight).
+func (a *ackTracker) low(key string) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if seqs := a.inflight[key]; len(seqs) > 0 {
+		return seqs[0]
+	}
+	return a.next
 }
 
 // String describes the client for logs.
