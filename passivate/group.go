@@ -113,6 +113,14 @@ func (g *GroupCommitter) run() {
 			g.drain()
 			return
 		}
+		select {
+		case <-g.stop:
+			// Closed while this write was taken: no new group after Close.
+			group[0].done <- ErrClosed
+			g.drain()
+			return
+		default:
+		}
 	fill:
 		for len(group) < g.cfg.MaxGroup {
 			select {
