@@ -3,6 +3,7 @@ package container
 import (
 	"bytes"
 	"hash/fnv"
+	"slices"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -20,12 +21,32 @@ type completion struct {
 	Reply       []byte
 }
 
-// completions are an instance's completion records, oldest first. The slice
-// is never modified in place: with returns a new set, adopted only once the
-// write that carries it is durable.
+// watermark records that a client has the replies of all its calls on the
+// instance numbered below Below (it said so in a call's Ack). Their records
+// may be gone, so a request numbered below Below can only be a stale copy —
+// for instance one that sat in the socket buffer of a frozen node while the
+// client retried elsewhere and moved on — and must be refused, never run.
+type watermark struct {
+	_      struct{} `cbor:",toarray"`
+	Client []byte
+	Below  uint64
+}
+
+// stored is the encoding of an instance's completion records.
+type stored struct {
+	_     struct{} `cbor:",toarray"`
+	Recs  []completion
+	Acked []watermark
+}
+
+// completions are an instance's completion records, oldest first, and the
+// clients' watermarks, least recently raised first. Values are never
+// modified in place: with returns a new set, adopted only once the write
+// that carries it is durable.
 type completions struct {
-	recs []completion
-	raw  []byte // encoding of recs, as stored
+	recs  []completion
+	acked []watermark
+	raw   []byte // encoding, as stored
 }
 
 func fingerprint(call *registry.Call) uint64 {
@@ -37,13 +58,14 @@ func fingerprint(call *registry.Call) uint64 {
 }
 
 func decodeCompletions(b []byte) (completions, error) {
-	var c completions
 	if len(b) == 0 {
-		return c, nil
+		return completions{}, nil
 	}
-	err := cbor.Unmarshal(b, &c.recs)
-	c.raw = b
-	return c, err
+	var s stored
+	if err := cbor.Unmarshal(b, &s); err != nil {
+		return completions{}, err
+	}
+	return completions{recs: s.Recs, acked: s.Acked, raw: b}, nil
 }
 
 func (c completions) lookup(client []byte, seq uint64) (completion, bool) {
@@ -56,9 +78,20 @@ func (c completions) lookup(client []byte, seq uint64) (completion, bool) {
 	return completion{}, false
 }
 
-// with returns the set plus a record for the given call, dropping the
-// client's records below ack (the client has their replies) and then the
-// oldest records past the bounds.
+// stale reports whether a request numbered seq from client is below what
+// the client acknowledged: a copy of a call it already has the reply of.
+func (c completions) stale(client []byte, seq uint64) bool {
+	for i := range c.acked {
+		if bytes.Equal(c.acked[i].Client, client) {
+			return seq < c.acked[i].Below
+		}
+	}
+	return false
+}
+
+// with returns the set plus a record for the given call: the client's
+// records below ack are dropped (it has their replies) and its watermark is
+// raised to ack, then the oldest records and watermarks past the bounds go.
 func (c completions) with(rec completion, ack uint64, maxRecs, maxBytes int) (completions, error) {
 	out := make([]completion, 0, len(c.recs)+1)
 	for _, r := range c.recs {
@@ -79,8 +112,25 @@ func (c completions) with(rec completion, ack uint64, maxRecs, maxBytes int) (co
 			break
 		}
 	}
-	b, err := cbor.Marshal(out)
-	return completions{recs: out, raw: b}, err
+
+	acked := make([]watermark, 0, len(c.acked)+1)
+	below := ack
+	for _, w := range c.acked {
+		if bytes.Equal(w.Client, rec.Client) {
+			below = max(below, w.Below)
+			continue
+		}
+		acked = append(acked, w)
+	}
+	if below > 0 {
+		acked = append(acked, watermark{Client: rec.Client, Below: below})
+	}
+	if len(acked) > maxRecs {
+		acked = slices.Clone(acked[len(acked)-maxRecs:])
+	}
+
+	b, err := cbor.Marshal(stored{Recs: out, Acked: acked})
+	return completions{recs: out, acked: acked, raw: b}, err
 }
 
 // len returns the number of records.

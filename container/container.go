@@ -191,6 +191,15 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 			c.stats.replayed.Add(1)
 			return rec.Reply, nil
 		}
+		if inst.done.stale(call.Client, call.Seq) {
+			c.stats.stale.Add(1)
+			return nil, registry.Errorf(registry.CodeConflict, "stale request: the client already has the reply of call %d", call.Seq)
+		}
+	}
+	// Waiting for the turn and activating took time: a caller that has
+	// given up since must not have its call run (a retry may be under way).
+	if err := ctx.Err(); err != nil {
+		return nil, registry.AsError(err, registry.CodeDeadlineExceeded)
 	}
 
 	reply, err := c.run(ctx, inst, h, args)

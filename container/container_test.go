@@ -435,10 +435,48 @@ func TestExactlyOnce(t *testing.T) {
 	// Once acknowledged, a record is dropped with the client's next write.
 	_, err = n2.Invoke(ctx, &registry.Call{Component: "counter", ID: "x", Method: "Add", Args: mustCBOR(t, Delta{By: 1}), Client: client, Seq: 2, Ack: 2})
 	require.NoError(t, err)
-	reply, err = n2.Invoke(ctx, &registry.Call{Component: "counter", ID: "x", Method: "Add", Args: mustCBOR(t, Delta{By: 5}), Client: client, Seq: 1, Ack: 3})
+	_, err = n2.Invoke(ctx, &registry.Call{Component: "counter", ID: "x", Method: "Add", Args: mustCBOR(t, Delta{By: 5}), Client: client, Seq: 1, Ack: 3})
+	assert.Equal(t, registry.CodeConflict, registry.CodeOf(err), "a copy of an acknowledged call is stale, never run again")
+	v, err = getM.Call(ctx, n2, "x")
 	require.NoError(t, err)
-	require.NoError(t, registry.Unmarshal(reply, &got))
-	assert.Equal(t, 11, got, "a sequence number below the ack is a new call")
+	assert.Equal(t, 6, v)
+	assert.EqualValues(t, 1, n2.Stats().Stale)
+}
+
+// TestStaleCopyAfterFailover replays what the torture test caught: a call
+// sits unread on a frozen node while the client retries it elsewhere, gets
+// the reply and moves on (its next call acknowledges the first, whose record
+// is dropped). When the frozen node finally reads the old copy and
+// activates the instance, the copy must be refused, not run a second time.
+func TestStaleCopyAfterFailover(t *testing.T) {
+	st := memstore.New()
+	ctx := ctxT(t)
+	client := []byte("client-frozen")
+	add := func(n *node, seq, ack uint64) error {
+		_, err := n.Invoke(ctx, &registry.Call{Component: "counter", ID: "s", Method: "Add", Args: mustCBOR(t, Delta{By: 1}), Client: client, Seq: seq, Ack: ack})
+		return err
+	}
+	b := newNode(t, st, nil)
+	require.NoError(t, add(b, 7, 7), "the retry of call 7 runs on b")
+	require.NoError(t, add(b, 8, 8), "the next call acknowledges 7: its record goes")
+	require.NoError(t, b.Shutdown(ctx))
+
+	a := newNode(t, st, nil) // the frozen node, resumed, takes the instance
+	assert.Equal(t, registry.CodeConflict, registry.CodeOf(add(a, 7, 7)))
+	v, err := getM.Call(ctx, a, "s")
+	require.NoError(t, err)
+	assert.Equal(t, 2, v, "call 7 applied once")
+}
+
+func TestCallerThatGaveUpIsNotRun(t *testing.T) {
+	n := newNode(t, memstore.New(), nil)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	_, err := addM.Call(ctx, n, "gone", Delta{By: 1})
+	assert.Equal(t, registry.CodeCanceled, registry.CodeOf(err))
+	v, err := getM.Call(ctxT(t), n, "gone")
+	require.NoError(t, err)
+	assert.Zero(t, v)
 }
 
 func TestFencedZombieNeverAcknowledges(t *testing.T) {

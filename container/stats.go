@@ -12,6 +12,7 @@ type counters struct {
 	writes       atomic.Int64
 	unchanged    atomic.Int64
 	replayed     atomic.Int64
+	stale        atomic.Int64
 	fenced       atomic.Int64
 	panics       atomic.Int64
 	activations  atomic.Int64
@@ -47,6 +48,7 @@ type Stats struct {
 	Writes       int64 // state writes committed
 	Unchanged    int64 // successful calls that left the state unchanged (no write)
 	Replayed     int64 // retried calls answered from a completion record
+	Stale        int64 // stale copies of acknowledged calls, refused
 	Fenced       int64 // writes refused because another node took over
 	Panics       int64 // methods that panicked
 	Activations  int64
@@ -62,7 +64,7 @@ func (c *Container) Stats() Stats {
 	s := &c.stats
 	st := Stats{
 		Calls: s.calls.Load(), Failed: s.failed.Load(), Writes: s.writes.Load(),
-		Unchanged: s.unchanged.Load(), Replayed: s.replayed.Load(), Fenced: s.fenced.Load(),
+		Unchanged: s.unchanged.Load(), Replayed: s.replayed.Load(), Stale: s.stale.Load(), Fenced: s.fenced.Load(),
 		Panics: s.panics.Load(), Activations: s.activations.Load(), Passivations: s.passivations.Load(),
 		Removals: s.removals.Load(), Active: c.table.len(), MaxState: s.stateMax.Load(),
 	}

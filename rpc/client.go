@@ -60,7 +60,6 @@ type Client struct {
 	conns     map[string]*conn
 	dialing   map[string]*dialCall
 	owners    map[string]string // instance → last known owner
-	refreshed time.Time
 	closed    bool
 
 	bg       sync.WaitGroup
@@ -421,24 +420,18 @@ func (c *Client) dial(addr string, d *dialCall) {
 		c.conns[addr] = cn
 		delete(c.down, addr)
 	}
-	refresh := err == nil && time.Since(c.refreshed) > 10*time.Second
-	if refresh {
-		c.refreshed = time.Now()
-	}
 	c.mu.Unlock()
+	if err == nil {
+		c.learnNodes(cn.announced)
+	}
 	d.c, d.err = cn, err
 	close(d.done)
-	if refresh {
-		c.refreshNodes(cn)
-	}
 }
 
-// refreshNodes learns the live nodes from cn.
-func (c *Client) refreshNodes(cn *conn) {
-	ctx, cancel := context.WithTimeout(c.bgCtx, 2*time.Second)
-	defer cancel()
-	live, err := cn.nodes(ctx)
-	if err != nil || len(live) == 0 {
+// learnNodes adopts the live nodes a node announced in its welcome: the
+// seeds first, then the others.
+func (c *Client) learnNodes(live []string) {
+	if len(live) == 0 {
 		return
 	}
 	c.mu.Lock()

@@ -43,6 +43,7 @@ type connConfig struct {
 type conn struct {
 	addr        string
 	incarnation string
+	announced   []string // live nodes, from the welcome
 	cfg         connConfig
 	sess        *yamux.Session
 	st          *yamux.Stream
@@ -144,6 +145,7 @@ func (c *conn) handshake(ctx context.Context, br *bufio.Reader) error {
 		return &registry.Error{Code: registry.Code(w.Code), Message: w.Message, Remote: true}
 	}
 	c.incarnation = w.Incarnation
+	c.announced = w.Nodes
 	c.maxSend = c.cfg.maxFrame
 	if w.MaxFrame > 0 && w.MaxFrame < uint64(c.maxSend) {
 		// The node would refuse a larger request, and one past 16 times its

@@ -47,6 +47,8 @@ type welcome struct {
 	// MaxInflight is how many calls the node runs at once per connection;
 	// it refuses more. 0: no limit announced.
 	MaxInflight uint64 `cbor:"7,keyasint,omitempty"`
+	// Nodes are the live nodes' addresses, as the node knows them.
+	Nodes []string `cbor:"8,keyasint,omitempty"`
 }
 
 // callMsg is a call's request body.

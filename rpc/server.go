@@ -29,7 +29,10 @@ type Handler interface {
 // default.
 type ServerConfig struct {
 	// Incarnation identifies this node process; it is sent in the handshake
-	// so that peers can tell a restarted process on the same address.
+	// so that peers can tell a restarted process on the same address. A
+	// Handler with an Incarnation() string method overrides it: a node's
+	// incarnation changes when it loses its lease and registers again, and
+	// a stale one in the handshake would make peers prove a live node dead.
 	Incarnation string
 	// Addr is the advertised address sent in the handshake.
 	Addr string
@@ -358,10 +361,22 @@ func (ss *serverSession) handshake(br *bufio.Reader, fw *frameWriter) bool {
 		return refuse(registry.CodeBadRequest, "client id longer than 64 bytes")
 	}
 	ss.client = m.Client
-	f, err := encodeFrame(kindWelcome, 0, &welcome{
-		Version: ProtocolVersion, Incarnation: cfg.Incarnation, Addr: cfg.Addr,
+	inc := cfg.Incarnation
+	if h, ok := ss.srv.h.(interface{ Incarnation() string }); ok {
+		inc = h.Incarnation()
+	}
+	w := &welcome{
+		Version: ProtocolVersion, Incarnation: inc, Addr: cfg.Addr,
 		MaxFrame: uint64(cfg.MaxFrameSize), MaxInflight: uint64(cfg.MaxInflight),
-	})
+	}
+	// The live nodes come with the welcome, so that a client that knows
+	// one node learns the others before its first call.
+	nctx, cancel := context.WithTimeout(ss.srv.ctx, time.Second)
+	if nodes, err := ss.srv.h.Nodes(nctx); err == nil && len(nodes) <= 1024 {
+		w.Nodes = nodes
+	}
+	cancel()
+	f, err := encodeFrame(kindWelcome, 0, w)
 	if err != nil {
 		return false
 	}

@@ -42,8 +42,14 @@ func (s *Store) Register(ctx context.Context, node passivate.Node, lease time.Du
 	if s.closed.Load() {
 		return passivate.ErrClosed
 	}
-	t := now()
-	if _, err := s.db.ExecContext(ctx, registerSQL, node.Incarnation, node.Addr, t, t+lease.Nanoseconds()); err != nil {
+	// The lease starts once the write lock is held: a start taken before
+	// waiting for it would leave the lease shorter than promised.
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		t := now()
+		_, err := tx.ExecContext(ctx, registerSQL, node.Incarnation, node.Addr, t, t+lease.Nanoseconds())
+		return err
+	})
+	if err != nil {
 		return s.fail("register "+node.Incarnation, err)
 	}
 	return nil
@@ -54,12 +60,20 @@ func (s *Store) Renew(ctx context.Context, incarnation string, lease time.Durati
 	if s.closed.Load() {
 		return passivate.ErrClosed
 	}
-	t := now()
-	res, err := s.db.ExecContext(ctx, renewSQL, incarnation, t, t+lease.Nanoseconds())
-	if err != nil {
-		return s.fail("renew "+incarnation, err)
-	}
-	n, err := res.RowsAffected()
+	// The expiry check must use the time at which the write lock is held:
+	// with a time taken before waiting for it, a renewal delayed past the
+	// lease's end would still find the lease valid and revive it, after
+	// another node may have taken its instances over.
+	var n int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		t := now()
+		res, err := tx.ExecContext(ctx, renewSQL, incarnation, t, t+lease.Nanoseconds())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return s.fail("renew "+incarnation, err)
 	}
