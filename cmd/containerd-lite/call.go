@@ -34,7 +34,7 @@ func (m *Main) call(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses, tried in turn (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long, retries included")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() < 3 || fs.NArg() > 4 {
@@ -72,7 +72,7 @@ func (m *Main) nodes(ctx context.Context, args []string) error {
 	fs := m.flags("nodes", "[--nodes ADDR,ADDR,...]")
 	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses to ask (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	c, err := m.client(*nodes, *token)

@@ -166,6 +166,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"call", nodes, "cart", "x", "Checkout"}, 1, "application: cart is empty"},
 		{[]string{"call", nodes, "cart"}, 2, "call needs COMPONENT ID METHOD"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"call", "--bogus", "cart", "x", "Get"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"serve", "--lease", "soon"}, 2, "invalid value"},
 		{[]string{"call", "--timeout=1s", "--nodes=127.0.0.1:1", "cart", "x", "Get"}, 1, "unavailable:"},
 	} {
 		r := cli(t, tc.args...)

@@ -11,7 +11,7 @@ import (
 func (m *Main) migrate(ctx context.Context, args []string) error {
 	fs := m.flags("migrate", "--store URL|PATH")
 	store := fs.String("store", "", "PostgreSQL URL (postgres://...) or embedded store path")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *store == "" || fs.NArg() > 0 {

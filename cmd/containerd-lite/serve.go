@@ -32,7 +32,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		drain     = fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for calls in flight")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -47,6 +47,9 @@ func Start(ctx context.Context, bin, listen string, args ...string) (*Node, erro
 
 func (n *Node) start(ctx context.Context, listen string) error {
 	cmd := exec.Command(n.bin, append([]string{"serve", "--listen", listen}, n.args...)...)
+	// The node dies with the process that started it (a killed torture
+	// run or test must not leave nodes behind).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = n.log
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
