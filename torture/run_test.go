@@ -104,11 +104,14 @@ func assertAttacked(t *testing.T, r *Report, minKills, minAcked int) {
 }
 
 // TestTorturePostgres is the product's promise under attack: three nodes
-// on PostgreSQL, a SIGKILL every 2 s, for 20 s.
+// on PostgreSQL, a SIGKILL every 2 s and a SIGSTOP past the lease every
+// 6 s, for 20 s.
 func TestTorturePostgres(t *testing.T) {
 	cfg := testConfig(t, pgtest.DSN(t), 3, 64, 20*time.Second)
+	cfg.StopEvery = 6 * time.Second
 	r := run(t, cfg)
 	assertAttacked(t, r, 7, 5000)
+	assert.GreaterOrEqual(t, r.Stops, 2, "SIGSTOPs injected")
 }
 
 // TestTortureEmbedded is the same on the embedded store shared by two
