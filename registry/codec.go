@@ -24,6 +24,26 @@ var (
 		Time:        cbor.TimeRFC3339Nano,
 	})
 
+	// wireEnc encodes arguments and replies: the same, but with map keys
+	// in whatever order, since nothing compares their bytes (sorting a
+	// map's keys costs as much as encoding it).
+	wireEnc = mustEnc(cbor.EncOptions{
+		IndefLength: cbor.IndefLengthForbidden,
+		Time:        cbor.TimeRFC3339Nano,
+	})
+
+	// replyDec decodes replies on the client. It skips the duplicate-key
+	// tracking of the node-side decoders (replies come from the node the
+	// client chose to trust) and tolerates unknown fields, so that a newer
+	// node's reply reaches an older client.
+	replyDec = mustDec(cbor.DecOptions{
+		IndefLength:      cbor.IndefLengthForbidden,
+		MaxNestedLevels:  MaxNestedLevels,
+		MaxArrayElements: MaxArrayElements,
+		MaxMapPairs:      MaxMapPairs,
+		DefaultMapType:   reflect.TypeOf(map[string]any(nil)),
+	})
+
 	// argsDec is strict: unknown fields, duplicate keys and indefinite
 	// lengths are errors, which catches typos in hand-written JSON args.
 	argsDec = mustDec(cbor.DecOptions{

@@ -145,7 +145,7 @@ func (m *Method[In, Out]) Name() string { return m.name }
 // *container.Container in process). Errors are *Error values.
 func (m *Method[In, Out]) Call(ctx context.Context, c Caller, id string, in In) (Out, error) {
 	var out Out
-	args, err := encMode.Marshal(in)
+	args, err := wireEnc.Marshal(in)
 	if err != nil {
 		return out, Errorf(CodeBadRequest, "%s.%s: encode argument: %w", m.component, m.name, err)
 	}
@@ -199,14 +199,14 @@ func invokeTyped[Out any](ctx context.Context, c Caller, call *Call) (Out, error
 	if err != nil {
 		return out, err
 	}
-	if err := stateDec.Unmarshal(reply, &out); err != nil {
+	if err := replyDec.Unmarshal(reply, &out); err != nil {
 		return out, Errorf(CodeInternal, "%s.%s: decode reply: %w", call.Component, call.Method, err)
 	}
 	return out, nil
 }
 
 func encodeReply(out any) ([]byte, error) {
-	b, err := encMode.Marshal(out)
+	b, err := wireEnc.Marshal(out)
 	if err != nil {
 		return nil, Errorf(CodeInternal, "encode reply: %w", err)
 	}

@@ -360,7 +360,9 @@ func decodeReply(addr string, in frameIn) ([]byte, error) {
 		return nil, &TransportError{Addr: addr, Err: fmt.Errorf("unexpected frame kind %d", in.kind)}
 	}
 	var r replyMsg
-	if err := decodeBody(in.body, &r); err != nil {
+	err := decodeBody(in.body, &r)
+	releaseFrame(in.body)
+	if err != nil {
 		return nil, &TransportError{Addr: addr, Err: fmt.Errorf("malformed reply: %w", err)}
 	}
 	if r.Code != "" {

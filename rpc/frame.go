@@ -2,10 +2,12 @@ package rpc
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"reflect"
+	"sync"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -53,13 +55,16 @@ type welcome struct {
 
 // callMsg is a call's request body.
 type callMsg struct {
-	Component string          `cbor:"1,keyasint"`
-	ID        string          `cbor:"2,keyasint"`
-	Method    string          `cbor:"3,keyasint"`
-	Args      cbor.RawMessage `cbor:"4,keyasint,omitempty"`
-	Client    []byte          `cbor:"5,keyasint,omitempty"`
-	Seq       uint64          `cbor:"6,keyasint,omitempty"`
-	Ack       uint64          `cbor:"7,keyasint,omitempty"`
+	Component string `cbor:"1,keyasint"`
+	ID        string `cbor:"2,keyasint"`
+	Method    string `cbor:"3,keyasint"`
+	// Args is the CBOR encoding of the argument, carried as a byte
+	// string: the envelope decodes in time independent of the payload,
+	// which is validated once, where it is decoded.
+	Args   []byte `cbor:"4,keyasint,omitempty"`
+	Client []byte `cbor:"5,keyasint,omitempty"`
+	Seq    uint64 `cbor:"6,keyasint,omitempty"`
+	Ack    uint64 `cbor:"7,keyasint,omitempty"`
 	// Timeout is the time left until the caller's deadline, in
 	// microseconds; 0 means none. Relative, so clocks need not agree.
 	Timeout int64 `cbor:"8,keyasint,omitempty"`
@@ -67,16 +72,16 @@ type callMsg struct {
 
 // replyMsg is a call's (or a nodes request's) reply body.
 type replyMsg struct {
-	Result  cbor.RawMessage `cbor:"1,keyasint,omitempty"`
-	Code    string          `cbor:"2,keyasint,omitempty"`
-	Message string          `cbor:"3,keyasint,omitempty"`
-	Addr    string          `cbor:"4,keyasint,omitempty"`
-	Nodes   []string        `cbor:"5,keyasint,omitempty"`
+	Result  []byte   `cbor:"1,keyasint,omitempty"` // CBOR, as a byte string (see callMsg.Args)
+	Code    string   `cbor:"2,keyasint,omitempty"`
+	Message string   `cbor:"3,keyasint,omitempty"`
+	Addr    string   `cbor:"4,keyasint,omitempty"`
+	Nodes   []string `cbor:"5,keyasint,omitempty"`
 }
 
 var (
-	frameEnc = func() cbor.EncMode {
-		m, err := cbor.EncOptions{IndefLength: cbor.IndefLengthForbidden}.EncMode()
+	frameEnc = func() cbor.UserBufferEncMode {
+		m, err := cbor.EncOptions{IndefLength: cbor.IndefLengthForbidden}.UserBufferEncMode()
 		if err != nil {
 			panic(err)
 		}
@@ -98,24 +103,44 @@ var (
 	}()
 )
 
+// Frame buffers are recycled: a frame handed to a frameWriter belongs to it,
+// and it releases the frame once copied; a body read by readFrame is
+// released by its reader once decoded (decoding copies what it keeps).
+var frameBufs sync.Pool // of []byte
+
+const maxPooled = 64 << 10
+
+func getFrameBuf(n int) []byte {
+	if b, ok := frameBufs.Get().([]byte); ok && cap(b) >= n {
+		return b[:n]
+	}
+	return make([]byte, n, max(n, 2048))
+}
+
+// releaseFrame returns a frame's buffer for reuse; the caller must not
+// touch it afterwards.
+func releaseFrame(b []byte) {
+	if b != nil && cap(b) <= maxPooled {
+		frameBufs.Put(b[:0]) //nolint:staticcheck // SA6002: a slice header is cheaper than the buffer it recycles
+	}
+}
+
 // encodeFrame returns header and CBOR body of v in one slice.
 func encodeFrame(kind byte, id uint64, v any) ([]byte, error) {
-	var body []byte
+	buf := bytes.NewBuffer(getFrameBuf(headerSize))
 	if v != nil {
-		var err error
-		if body, err = frameEnc.Marshal(v); err != nil {
+		if err := frameEnc.MarshalToBuffer(v, buf); err != nil {
 			return nil, err
 		}
 	}
-	b := make([]byte, headerSize+len(body))
-	putHeader(b, header{length: uint32(len(body)), kind: kind, id: id})
-	copy(b[headerSize:], body)
+	b := buf.Bytes()
+	putHeader(b, header{length: uint32(len(b) - headerSize), kind: kind, id: id})
 	return b, nil
 }
 
 // emptyFrame returns a frame with no body.
 func emptyFrame(kind byte, id uint64) []byte {
-	b := make([]byte, headerSize)
+	b := getFrameBuf(headerSize)
 	putHeader(b, header{kind: kind, id: id})
 	return b
 }
@@ -132,6 +157,7 @@ func (e *frameTooLarge) Error() string {
 
 // readFrame reads one frame. A frame over max is not read: the error is a
 // *frameTooLarge carrying its header, and the body is still on the wire.
+// The body may be given back with releaseFrame once it is decoded.
 func readFrame(r *bufio.Reader, max int) (header, []byte, error) {
 	var hb [headerSize]byte
 	if _, err := io.ReadFull(r, hb[:]); err != nil {
@@ -144,7 +170,7 @@ func readFrame(r *bufio.Reader, max int) (header, []byte, error) {
 	if h.length == 0 {
 		return h, nil, nil
 	}
-	body := make([]byte, h.length)
+	body := getFrameBuf(int(h.length))
 	if _, err := io.ReadFull(r, body); err != nil {
 		return h, nil, fmt.Errorf("truncated frame: %w", err)
 	}

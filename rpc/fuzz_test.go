@@ -161,10 +161,12 @@ func FuzzServerStream(f *testing.F) {
 	})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ss := &serverSession{
-			srv: srv, sess: server, remote: "fuzz", client: []byte("fuzz"),
-			sem: make(chan struct{}, srv.cfg.MaxInflight), writers: map[*frameWriter]struct{}{},
-		}
+		ss := srv.newSession(server, "fuzz")
+		ss.client = []byte("fuzz")
+		defer func() {
+			close(ss.stopWorkers)
+			ss.wg.Wait()
+		}()
 		cst, err := client.OpenStream()
 		require.NoError(t, err)
 		defer cst.Close()

@@ -92,7 +92,9 @@ func TestBadInputHarmsNothing(t *testing.T) {
 	m := &callMsg{Component: "c", ID: "i", Method: "echo"}
 	base, err := frameEnc.Marshal(m)
 	require.NoError(t, err)
-	m.Args = mustCBOR(t, make([]byte, smallFrame-len(base)-4)) // 1 key byte + 3 header bytes of the byte string
+	// 1 key byte, then the 3-byte head of the byte string carrying Args,
+	// then the 3-byte head of the CBOR byte string that Args encodes.
+	m.Args = mustCBOR(t, make([]byte, smallFrame-len(base)-7))
 	f, err := encodeFrame(kindCall, 102, m)
 	require.NoError(t, err)
 	require.Equal(t, smallFrame, len(f)-headerSize)

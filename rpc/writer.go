@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,12 +43,21 @@ func (fw *frameWriter) run() {
 			return
 		}
 		buf = append(buf[:0], f...)
+		releaseFrame(f)
 		n := int64(1)
+		if len(fw.queue) == 0 {
+			// Let the goroutines that are about to send run first: under
+			// load their frames then share this write (one system call and
+			// one yamux frame for many calls) instead of each paying for
+			// its own. Idle, it costs one trip through the scheduler.
+			runtime.Gosched()
+		}
 	fill:
 		for len(buf) < maxCoalesce {
 			select {
 			case f = <-fw.queue:
 				buf = append(buf, f...)
+				releaseFrame(f)
 				n++
 			default:
 				break fill
