@@ -3,6 +3,7 @@ package passivate
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,6 +40,19 @@ type GroupCommitter struct {
 	closed  bool
 	baseCtx context.Context
 	cancel  context.CancelFunc
+
+	groups, writes atomic.Int64 // flushed so far
+}
+
+// GroupStats are a GroupCommitter's counters.
+type GroupStats struct {
+	Groups int64 // flushes
+	Writes int64 // writes flushed; Writes/Groups is the mean group size
+}
+
+// Stats returns the committer's counters.
+func (g *GroupCommitter) Stats() GroupStats {
+	return GroupStats{Groups: g.groups.Load(), Writes: g.writes.Load()}
 }
 
 type pendingWrite struct {
@@ -133,6 +147,8 @@ func (g *GroupCommitter) run() {
 		for _, p := range group {
 			writes = append(writes, p.w)
 		}
+		g.groups.Add(1)
+		g.writes.Add(int64(len(writes)))
 		ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Timeout)
 		results := g.flush(ctx, writes)
 		cancel()

@@ -149,26 +149,34 @@ func (s *Store) Save(ctx context.Context, w *passivate.Write) error {
 	return nil
 }
 
-const (
-	saveSQL = `UPDATE cl_instances
-SET state = $5, state_version = $6, completions = $7, version = version + 1, updated_at = now()
-WHERE component = $1 AND id = $2 AND owner = $3 AND epoch = $4 AND version = $8`
-
-	// removeSQL leaves a tombstone: no state, no owner, and the version
-	// and completions a retried removing call needs.
-	removeSQL = `UPDATE cl_instances
-SET state = NULL, owner = NULL, state_version = $5, completions = $6, version = version + 1, updated_at = now()
-WHERE component = $1 AND id = $2 AND owner = $3 AND epoch = $4 AND version = $7`
-)
-
-// flush is the group committer's FlushFunc: one pgx.Batch of conditional
-// UPDATEs, sent in one round trip and committed as one implicit
-// transaction. An UPDATE that matches no row is that write's ErrFenced; an
-// error in the batch rolls the whole transaction back (or leaves its commit
-// unknown) and so fails every write of the group.
+// saveSQL commits a whole group in one statement: the writes arrive as
+// arrays, and each row is updated only if its stored owner, epoch and
+// version are the writer's. RETURNING names the writes that took; the
+// others are fenced. A removing write leaves a tombstone: no state, no
+// owner, and the version and completions a retried removing call needs.
 //
-// The statements are sent in key order, so that batches in flight at once
-// lock any rows they share in the same order and cannot deadlock.
+// One statement rather than a batch of one UPDATE per write: one Bind to
+// encode, one plan and one executor run in the database, whatever the
+// group's size (measured: the batch's per-statement work was a fifth of the
+// node's CPU at 64 concurrent callers).
+const saveSQL = `UPDATE cl_instances AS i
+SET state = CASE WHEN w.remove THEN NULL ELSE w.state END,
+    owner = CASE WHEN w.remove THEN NULL ELSE i.owner END,
+    state_version = w.state_version, completions = w.completions,
+    version = i.version + 1, updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::bytea[], $7::int4[], $8::bytea[], $9::bool[])
+    WITH ORDINALITY AS w(component, id, owner, epoch, version, state, state_version, completions, remove, ord)
+WHERE i.component = w.component AND i.id = w.id
+  AND i.owner = w.owner AND i.epoch = w.epoch AND i.version = w.version
+RETURNING w.ord`
+
+// flush is the group committer's FlushFunc: one statement for the group,
+// committed as one transaction. A write whose row does not match is that
+// write's ErrFenced; an error fails every write of the group (the outcome
+// of a commit cut short is unknown).
+//
+// The writes go in key order, so that groups in flight at once would lock
+// any rows they shared in the same order and could not deadlock.
 func (s *Store) flush(ctx context.Context, group []*passivate.Write) []error {
 	order := make([]int, len(group))
 	for i := range order {
@@ -178,35 +186,40 @@ func (s *Store) flush(ctx context.Context, group []*passivate.Write) []error {
 		ka, kb := group[a].Key, group[b].Key
 		return cmp.Or(cmp.Compare(ka.Component, kb.Component), cmp.Compare(ka.ID, kb.ID))
 	})
-	batch := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(group))}
-	for _, i := range order {
+	n := len(group)
+	var (
+		comps, ids, owners = make([]string, n), make([]string, n), make([]string, n)
+		epochs, versions   = make([]int64, n), make([]int64, n)
+		states, dones      = make([][]byte, n), make([][]byte, n)
+		stateVersions      = make([]int32, n)
+		removes            = make([]bool, n)
+	)
+	for j, i := range order {
 		w := group[i]
-		k := w.Key
+		comps[j], ids[j], owners[j] = w.Key.Component, w.Key.ID, w.Owner.Node
+		epochs[j], versions[j] = w.Owner.Epoch, w.Version
+		states[j], dones[j], stateVersions[j], removes[j] = w.State, w.Completions, int32(w.StateVersion), w.Remove
 		if w.Remove {
-			batch.Queue(removeSQL, k.Component, k.ID, w.Owner.Node, w.Owner.Epoch, w.StateVersion, w.Completions, w.Version)
-		} else {
-			batch.Queue(saveSQL, k.Component, k.ID, w.Owner.Node, w.Owner.Epoch, w.State, w.StateVersion, w.Completions, w.Version)
+			states[j] = nil
 		}
 	}
-	errs := make([]error, len(group))
-	results := s.pool.SendBatch(ctx, batch)
-	var batchErr error
-	for _, i := range order {
-		tag, err := results.Exec()
-		if err != nil {
-			batchErr = err
-			break
-		}
-		if tag.RowsAffected() == 0 {
-			errs[i] = passivate.ErrFenced
-		}
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = passivate.ErrFenced
 	}
-	// Close reads up to the commit; a failure there fails the group too.
-	if err := results.Close(); err != nil && batchErr == nil {
-		batchErr = err
+	rows, err := s.pool.Query(ctx, saveSQL, comps, ids, owners, epochs, versions, states, stateVersions, dones, removes)
+	if err == nil {
+		var ord int64
+		_, err = pgx.ForEachRow(rows, []any{&ord}, func() error {
+			if ord < 1 || int(ord) > n {
+				return fmt.Errorf("ordinal %d out of range", ord)
+			}
+			errs[order[ord-1]] = nil
+			return nil
+		})
 	}
-	if batchErr != nil {
-		err := fmt.Errorf("group commit of %d writes: %w", len(group), batchErr)
+	if err != nil {
+		err = fmt.Errorf("group commit of %d writes: %w", n, err)
 		for i := range errs {
 			errs[i] = err
 		}

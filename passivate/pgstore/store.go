@@ -185,3 +185,6 @@ func (s *Store) fail(op string, err error) error {
 	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
 }
+
+// GroupStats reports how Saves were grouped into commits.
+func (s *Store) GroupStats() passivate.GroupStats { return s.group.Stats() }

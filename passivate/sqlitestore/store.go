@@ -180,3 +180,6 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 
 // now is the store's clock: the host's wall clock, in unix nanoseconds.
 func now() int64 { return time.Now().UnixNano() }
+
+// GroupStats reports how Saves were grouped into commits.
+func (s *Store) GroupStats() passivate.GroupStats { return s.group.Stats() }
