@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -26,7 +25,7 @@ type cartShape struct {
 	skus   []string // sorted as created
 	state  []byte   // the stored encoding of a Cart holding items
 	args   []byte   // CBOR of the first cart.Item a call sends (for the echo)
-	result []byte   // CBOR of the cart.Summary an Add returns (for the echo)
+	result []byte   // CBOR of the cart.Line an Add returns (for the echo)
 }
 
 // skuLen is the length of a SKU: 24 bytes, so that a 1 KiB cart holds
@@ -68,7 +67,7 @@ func newCartShape(size int) (*cartShape, error) {
 	if s.args, err = registry.Marshal(cart.Item{SKU: s.skus[0], Qty: 1}); err != nil {
 		return nil, err
 	}
-	if s.result, err = registry.Marshal(cart.Summary{Items: maps.Clone(s.items)}); err != nil {
+	if s.result, err = registry.Marshal(cart.Line{SKU: s.skus[0], Qty: seedQty + 1}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -199,12 +198,12 @@ func newCartCalls(client *rpc.Client, shape *cartShape, ids []string) *cartCalls
 func (cc *cartCalls) call(ctx context.Context, w int) error {
 	sku := cc.skus[cc.k[w]%len(cc.skus)]
 	cc.k[w]++
-	sum, err := cart.Add.Call(ctx, cc.client, cc.ids[w], cart.Item{SKU: sku, Qty: 1})
+	line, err := cart.Add.Call(ctx, cc.client, cc.ids[w], cart.Item{SKU: sku, Qty: 1})
 	if err != nil {
 		return err
 	}
-	if sum.Items[sku] <= seedQty {
-		return fmt.Errorf("cart %s: %s has quantity %d after an Add", cc.ids[w], sku, sum.Items[sku])
+	if line.SKU != sku || line.Qty <= seedQty {
+		return fmt.Errorf("cart %s: %s has quantity %d after an Add", cc.ids[w], sku, line.Qty)
 	}
 	return nil
 }

@@ -274,20 +274,24 @@ func (w *worker) call(ctx context.Context, kind OpKind, inst string) Op {
 	defer cancel()
 	op := Op{Client: w.id, Instance: inst, Kind: kind, Call: w.since()}
 	var (
-		sum cart.Summary
-		err error
+		value int
+		err   error
 	)
 	if kind == Add {
-		sum, err = cart.Add.Call(ctx, w.client, inst, cart.Item{SKU: sku, Qty: 1})
+		var line cart.Line
+		line, err = cart.Add.Call(ctx, w.client, inst, cart.Item{SKU: sku, Qty: 1})
+		value = line.Qty
 	} else {
+		var sum cart.Summary
 		sum, err = cart.Get.Call(ctx, w.client, inst)
+		value = sum.Items[sku]
 	}
 	op.Return = w.since()
 	if err != nil {
 		op.Code, op.Err = registry.CodeOf(err), err.Error()
 		return op
 	}
-	op.OK, op.Value = true, sum.Items[sku]
+	op.OK, op.Value = true, value
 	return op
 }
 

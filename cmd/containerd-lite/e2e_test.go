@@ -91,7 +91,7 @@ func TestFailoverSharedEmbeddedStore(t *testing.T) {
 
 	r := cli(t, "call", nodes, "cart", "u1", "Add", `{"sku":"apple","qty":2}`)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, `{"items":{"apple":2}}`, r.stdout)
+	assert.Equal(t, `{"qty":2,"sku":"apple"}`, r.stdout)
 	r = cli(t, "call", nodes, "cart", "u1", "Add", `{"sku":"pear","qty":1}`)
 	require.Equal(t, 0, r.code, r.stderr)
 
@@ -125,7 +125,7 @@ func TestRestartOnSameAddress(t *testing.T) {
 	require.NoError(t, a.Restart(ctx))
 	r = cli(t, "call", "--timeout=2s", nodesFlag(a), "cart", "r1", "Add", `{"sku":"x","qty":1}`)
 	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, `{"items":{"x":2}}`, r.stdout)
+	assert.Equal(t, `{"qty":2,"sku":"x"}`, r.stdout)
 }
 
 // TestSIGTERMHandsOverAtOnce: a drained node deregisters, so its instances

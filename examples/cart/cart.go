@@ -21,6 +21,15 @@ type Item struct {
 	Qty int    `json:"qty"`
 }
 
+// Line is one SKU's quantity now in the cart: what Add and Remove return
+// (Qty 0 once removed). Replies are kept small on purpose: a call's reply
+// is stored with the state, in its completion record, until the client
+// acknowledges it, so that a retried call gets it again.
+type Line struct {
+	SKU string `json:"sku"`
+	Qty int    `json:"qty"`
+}
+
 // Summary is the cart's content.
 type Summary struct {
 	Items map[string]int `json:"items"`
@@ -59,36 +68,36 @@ func (it Item) check() error {
 	return nil
 }
 
-// Add puts qty of sku in the cart.
-func (c *Cart) Add(_ context.Context, it Item) (Summary, error) {
+// Add puts qty of sku in the cart and returns the sku's line.
+func (c *Cart) Add(_ context.Context, it Item) (Line, error) {
 	if err := it.check(); err != nil {
-		return Summary{}, err
+		return Line{}, err
 	}
 	if c.Items == nil {
 		c.Items = map[string]int{}
 	}
 	if c.Items[it.SKU]+it.Qty > MaxQty {
-		return Summary{}, registry.Errorf(registry.CodeBadRequest, "at most %d of one sku", MaxQty)
+		return Line{}, registry.Errorf(registry.CodeBadRequest, "at most %d of one sku", MaxQty)
 	}
 	c.Items[it.SKU] += it.Qty
-	return c.summary(), nil
+	return Line{SKU: it.SKU, Qty: c.Items[it.SKU]}, nil
 }
 
-// Remove takes up to qty of sku out of the cart.
-func (c *Cart) Remove(_ context.Context, it Item) (Summary, error) {
+// Remove takes up to qty of sku out of the cart and returns the sku's line.
+func (c *Cart) Remove(_ context.Context, it Item) (Line, error) {
 	if err := it.check(); err != nil {
-		return Summary{}, err
+		return Line{}, err
 	}
 	have := c.Items[it.SKU]
 	if have == 0 {
-		return Summary{}, registry.Errorf(registry.CodeNotFound, "sku %q is not in the cart", it.SKU)
+		return Line{}, registry.Errorf(registry.CodeNotFound, "sku %q is not in the cart", it.SKU)
 	}
 	if it.Qty >= have {
 		delete(c.Items, it.SKU)
-	} else {
-		c.Items[it.SKU] = have - it.Qty
+		return Line{SKU: it.SKU}, nil
 	}
-	return c.summary(), nil
+	c.Items[it.SKU] = have - it.Qty
+	return Line{SKU: it.SKU, Qty: c.Items[it.SKU]}, nil
 }
 
 // Get returns the cart's content.

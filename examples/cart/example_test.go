@@ -57,7 +57,15 @@ func Example_daemon() {
 	if _, err := cart.Add.Call(ctx, client, "alice", cart.Item{SKU: "apple", Qty: 2}); err != nil {
 		panic(err)
 	}
-	sum, err := cart.Add.Call(ctx, client, "alice", cart.Item{SKU: "pear", Qty: 1})
+	line, err := cart.Add.Call(ctx, client, "alice", cart.Item{SKU: "apple", Qty: 1})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("apples:", line.Qty)
+	if _, err := cart.Add.Call(ctx, client, "alice", cart.Item{SKU: "pear", Qty: 1}); err != nil {
+		panic(err)
+	}
+	sum, err := cart.Get.Call(ctx, client, "alice")
 	if err != nil {
 		panic(err)
 	}
@@ -75,8 +83,9 @@ func Example_daemon() {
 	sum, _ = cart.Get.Call(ctx, client, "alice")
 	fmt.Println("after checkout:", sum.Items)
 	// Output:
-	// cart: map[apple:2 pear:1]
+	// apples: 3
+	// cart: map[apple:3 pear:1]
 	// remove kiwi: not_found
-	// receipt: 3 items
+	// receipt: 4 items
 	// after checkout: map[]
 }
