@@ -15,6 +15,7 @@ import (
 	"github.com/containerd-lite/containerd-lite/passivate"
 	"github.com/containerd-lite/containerd-lite/passivate/memstore"
 	"github.com/containerd-lite/containerd-lite/passivate/pgstore"
+	"github.com/containerd-lite/containerd-lite/passivate/sqlitestore"
 	"github.com/containerd-lite/containerd-lite/registry"
 )
 
@@ -251,11 +252,12 @@ func (r *run) cell(ctx context.Context, w Workload, c int) (Cell, error) {
 		cell, _, err := r.loop(w, c, e.call).run(ctx)
 		return cell, err
 
-	case CartPG, CartMem:
-		st, err := r.store(ctx, w)
+	case CartPG, CartMem, CartSQLite:
+		st, cleanup, err := r.store(ctx, w)
 		if err != nil {
 			return Cell{}, err
 		}
+		defer cleanup()
 		ids := ids(tag, c)
 		if err := seed(ctx, st, r.stateVersion, ids, r.shape.state, 16); err != nil {
 			st.Close()
@@ -275,10 +277,11 @@ func (r *run) cell(ctx context.Context, w Workload, c int) (Cell, error) {
 		return cell, err
 
 	case ReactivatePG:
-		st, err := r.store(ctx, w)
+		st, cleanup, err := r.store(ctx, w)
 		if err != nil {
 			return Cell{}, err
 		}
+		defer cleanup()
 		warm := ids(tag+"-warm", c)
 		pool := ids(tag, r.cfg.Reactivations)
 		if err := seed(ctx, st, r.stateVersion, append(slices.Clone(warm), pool...), r.shape.state, 16); err != nil {
@@ -305,12 +308,26 @@ func (r *run) cell(ctx context.Context, w Workload, c int) (Cell, error) {
 	return Cell{}, fmt.Errorf("unknown workload %q", w)
 }
 
-// store opens the store of a containerd-lite workload.
-func (r *run) store(ctx context.Context, w Workload) (passivate.Store, error) {
-	if w == CartMem {
-		return memstore.New(), nil
+// store opens the store of a containerd-lite workload; cleanup removes
+// what it left on disk once the store is closed.
+func (r *run) store(ctx context.Context, w Workload) (st passivate.Store, cleanup func(), err error) {
+	switch w {
+	case CartMem:
+		return memstore.New(), func() {}, nil
+	case CartSQLite:
+		dir, err := os.MkdirTemp("", "containerd-lite-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := sqlitestore.Open(filepath.Join(dir, "bench.db"), nil)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		return st, func() { os.RemoveAll(dir) }, nil
 	}
-	return pgstore.Open(ctx, r.scratch.url, nil)
+	st, err = pgstore.Open(ctx, r.scratch.url, nil)
+	return st, func() {}, err
 }
 
 // echoPayload is what the echo callers send: the request and reply of a

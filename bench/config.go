@@ -20,12 +20,13 @@ const (
 	RawYamux     Workload = "raw-yamux"
 	RawTCP       Workload = "raw-tcp"
 	CartMem      Workload = "cart-mem"
+	CartSQLite   Workload = "cart-sqlite"
 	ReactivatePG Workload = "reactivate-pg"
 )
 
 // Workloads returns every workload, in report order.
 func Workloads() []Workload {
-	return []Workload{RawUpsert, CartPG, RawYamux, RawTCP, CartMem, ReactivatePG}
+	return []Workload{RawUpsert, CartPG, RawYamux, RawTCP, CartMem, CartSQLite, ReactivatePG}
 }
 
 // Baseline returns the raw ceiling w is compared with, or "" for none.

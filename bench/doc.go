@@ -37,6 +37,8 @@
 //	               before the reply.
 //	cart-mem       the same with the in-memory store (passivate/memstore):
 //	               the transport and runtime without a database.
+//	cart-sqlite    the same on the embedded store (passivate/sqlitestore) in
+//	               a temporary directory: one fsync per group commit.
 //	reactivate-pg  the first call on a passivated instance: instances of the
 //	               given state size are stored and released beforehand (no
 //	               owner, as passivation leaves them), and each measured

@@ -21,7 +21,7 @@ func (m *Main) bench(ctx context.Context, args []string) error {
 		warmup      = fs.Duration("warmup", d.Warmup, "unmeasured warm-up before each cell (0 for none)")
 		concurrency = fs.String("concurrency", "1,8,64", "comma-separated numbers of concurrent callers")
 		stateSize   = fs.Int("state-size", d.StateSize, "encoded state size of each instance and raw row, in bytes")
-		workloads   = fs.String("workloads", "all", "comma-separated workloads: raw-upsert, cart-pg, raw-yamux, raw-tcp, cart-mem, reactivate-pg, or all")
+		workloads   = fs.String("workloads", "all", "comma-separated workloads: raw-upsert, cart-pg, raw-yamux, raw-tcp, cart-mem, cart-sqlite, reactivate-pg, or all")
 		rounds      = fs.Int("rounds", d.Rounds, "repeat the whole sequence this many times and report each cell's median round (for a busy machine)")
 		reacts      = fs.Int("reactivations", d.Reactivations, "passivated instances prepared per reactivate-pg cell (the cell ends when they are used up)")
 		cpuprofile  = fs.String("cpuprofile", "", "directory to write a CPU profile of each cell's measured window to (WORKLOAD-cN.pprof)")

@@ -1,6 +1,3 @@
-// Package cluster starts and abuses real containerd-lite node processes:
-// start, SIGKILL, SIGSTOP/SIGCONT, SIGTERM and restart on the same address.
-// The end-to-end tests and the torture command use it.
 package cluster
 
 import (
