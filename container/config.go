@@ -50,6 +50,8 @@ type Config struct {
 	// seen at addr, is proven dead (see rpc.Prober). Nil means a live
 	// owner is only ever replaced after its lease expires.
 	ProveDead func(ctx context.Context, addr, incarnation string) bool
+	// Observer, if set, is told about every call, to feed metrics.
+	Observer Observer
 	// Logger receives node-level events. Nil discards them.
 	Logger *slog.Logger
 }

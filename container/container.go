@@ -97,15 +97,26 @@ func (c *Container) Start(ctx context.Context) error {
 // the encoded reply once any state change is durable. Errors are
 // *registry.Error.
 func (c *Container) Invoke(ctx context.Context, call *registry.Call) ([]byte, error) {
-	reply, err := c.invoke(ctx, call)
+	var ev CallEvent
+	var start time.Time
+	if c.cfg.Observer != nil {
+		start = time.Now()
+	}
+	reply, err := c.invoke(ctx, call, &ev)
 	c.stats.count(err)
 	if err != nil {
-		return nil, registry.AsError(err, registry.CodeInternal)
+		err = registry.AsError(err, registry.CodeInternal)
+		reply = nil
 	}
-	return reply, nil
+	if c.cfg.Observer != nil {
+		ev.Code = registry.CodeOf(err)
+		ev.Duration = time.Since(start)
+		c.cfg.Observer.ObserveCall(ev)
+	}
+	return reply, err
 }
 
-func (c *Container) invoke(ctx context.Context, call *registry.Call) ([]byte, error) {
+func (c *Container) invoke(ctx context.Context, call *registry.Call, ev *CallEvent) ([]byte, error) {
 	if !c.started.Load() {
 		return nil, registry.Errorf(registry.CodeUnavailable, "node is not started")
 	}
@@ -113,10 +124,12 @@ func (c *Container) invoke(ctx context.Context, call *registry.Call) ([]byte, er
 	if !ok {
 		return nil, registry.Errorf(registry.CodeNotFound, "unknown component %q", call.Component)
 	}
+	ev.Component = comp.Name()
 	h, ok := comp.Method(call.Method)
 	if !ok {
 		return nil, registry.Errorf(registry.CodeNotFound, "component %q has no method %q", call.Component, call.Method)
 	}
+	ev.Method = h.Name()
 	if err := checkID(call.ID); err != nil {
 		return nil, err
 	}
@@ -142,7 +155,7 @@ func (c *Container) invoke(ctx context.Context, call *registry.Call) ([]byte, er
 			inst.release()
 			continue
 		}
-		reply, err := c.invokeLocked(ctx, inst, h, args, call)
+		reply, err := c.invokeLocked(ctx, inst, h, args, call, ev)
 		inst.lastUsed.Store(c.now())
 		inst.release()
 		return reply, err
@@ -162,7 +175,7 @@ func checkID(id string) error {
 }
 
 // invokeLocked runs the call while holding inst's turn.
-func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registry.Handler, args any, call *registry.Call) ([]byte, error) {
+func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registry.Handler, args any, call *registry.Call, ev *CallEvent) ([]byte, error) {
 	if !c.leaseValid() {
 		return nil, registry.Errorf(registry.CodeUnavailable, "node lease expired: not serving until it is renewed")
 	}
@@ -189,6 +202,7 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 				return nil, registry.Errorf(registry.CodeConflict, "sequence number %d was already used by this client for another call", call.Seq)
 			}
 			c.stats.replayed.Add(1)
+			ev.Replayed = true
 			return rec.Reply, nil
 		}
 		if inst.done.stale(call.Client, call.Seq) {
@@ -218,6 +232,7 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 		return nil, registry.Errorf(registry.CodeTooLarge, "%s: %s would grow the state to %d bytes, over the limit of %d", inst.key, h.Name(), len(encoded), limit)
 	}
 	c.stats.observeState(len(encoded))
+	ev.StateBytes = len(encoded)
 	removes := h.Removes()
 	if !removes && bytes.Equal(encoded, inst.committed) {
 		c.stats.unchanged.Add(1)
@@ -259,6 +274,7 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 		return nil, registry.Errorf(registry.CodeUnavailable, "%s: store write failed, outcome unknown; retry: %v", inst.key, err)
 	}
 	c.stats.writes.Add(1)
+	ev.Wrote = true
 	inst.version++
 	inst.committed = encoded
 	inst.done = done

@@ -597,3 +597,51 @@ func TestProvenDeadOwnerIsReplacedAtOnce(t *testing.T) {
 	assert.Equal(t, 4, v)
 	assert.EqualValues(t, 1, probed.Load())
 }
+
+type recorder struct {
+	mu     sync.Mutex
+	events []container.CallEvent
+}
+
+func (r *recorder) ObserveCall(ev container.CallEvent) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+func TestObserver(t *testing.T) {
+	rec := &recorder{}
+	n := newNode(t, memstore.New(), func(c *container.Config) { c.Observer = rec })
+	ctx := ctxT(t)
+	client := []byte("obs")
+	add := &registry.Call{Component: "counter", ID: "o", Method: "Add", Args: mustCBOR(t, Delta{By: 2}), Client: client, Seq: 1, Ack: 1}
+	_, err := n.Invoke(ctx, add)
+	require.NoError(t, err)
+	_, err = n.Invoke(ctx, add) // a retry: replayed
+	require.NoError(t, err)
+	_, err = getM.Call(ctx, n, "o")
+	require.NoError(t, err)
+	_, err = n.Invoke(ctx, &registry.Call{Component: "no-such-component-" + t.Name(), ID: "o", Method: "X"})
+	require.Error(t, err)
+	_, err = n.Invoke(ctx, &registry.Call{Component: "counter", ID: "o", Method: "NoSuchMethod"})
+	require.Error(t, err)
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.Len(t, rec.events, 5)
+	e := rec.events
+	assert.Equal(t, "counter", e[0].Component)
+	assert.Equal(t, "Add", e[0].Method)
+	assert.Equal(t, registry.Code(""), e[0].Code)
+	assert.True(t, e[0].Wrote)
+	assert.Positive(t, e[0].StateBytes)
+	assert.Positive(t, e[0].Duration)
+	assert.True(t, e[1].Replayed)
+	assert.False(t, e[1].Wrote)
+	assert.False(t, e[2].Wrote, "a read writes nothing")
+	assert.Equal(t, registry.CodeNotFound, e[3].Code)
+	assert.Empty(t, e[3].Component, "unknown names are not reported as sent")
+	assert.Equal(t, "counter", e[4].Component)
+	assert.Empty(t, e[4].Method)
+	assert.True(t, n.LeaseValid())
+}
