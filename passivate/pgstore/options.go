@@ -21,10 +21,12 @@ type Options struct {
 	// multi-host URL) when the URL has no connect_timeout. Default 5s.
 	ConnectTimeout time.Duration
 	// MaxConns, if positive, overrides the URL's pool_max_conns. Without
-	// either, the pool has pgx's default size (the greater of 4 and the
-	// number of CPUs), raised to Flushers+2 if smaller. The pool must have
-	// more connections than Flushers, so that group commit never starves
-	// Activate and the other operations.
+	// either, the pool has Flushers+8 connections (or pgx's default, the
+	// greater of 4 and the number of CPUs, if larger): activations are not
+	// grouped, and after a failover many run at once (measured at 64
+	// concurrent first calls: 2.8k activations/s with 4 connections, 4.5k
+	// with 12). The pool must have more connections than Flushers, so that
+	// group commit never starves Activate and the other operations.
 	MaxConns int32
 }
 

@@ -111,7 +111,7 @@ func parseConfig(url string, o Options) (*pgxpool.Config, error) {
 		cfg.MaxConns = o.MaxConns
 	case !hasParam(url, "pool_max_conns"):
 		// Leave room beside the flushers for Activate and the rest.
-		cfg.MaxConns = max(cfg.MaxConns, int32(o.Flushers)+2)
+		cfg.MaxConns = max(cfg.MaxConns, int32(o.Flushers)+8)
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "containerd-lite"
