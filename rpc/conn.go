@@ -91,13 +91,15 @@ func dial(ctx context.Context, addr string, cfg connConfig) (*conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	sess, err := yamux.Client(nc, yamuxConfig())
+	rc := newReadErrConn(nc)
+	sess, err := yamux.Client(rc, yamuxConfig())
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
 	st, err := sess.OpenStream()
 	if err != nil {
+		err = rc.explain(err)
 		sess.Close()
 		return nil, err
 	}
@@ -107,15 +109,78 @@ func dial(ctx context.Context, addr string, cfg connConfig) (*conn, error) {
 	}
 	br := bufio.NewReaderSize(st, 32<<10)
 	if err := c.handshake(ctx, br); err != nil {
+		err = rc.explain(err)
 		sess.Close()
 		return nil, err
 	}
+	rc.opened.Store(true)
 	c.fw = newFrameWriter(st)
 	c.lastRecv.Store(int64(time.Since(c.epoch)))
 	c.wg.Add(2)
 	go c.readLoop(br)
 	go c.watchdog()
 	return c, nil
+}
+
+// readErrConn remembers the first error reading a connection. yamux ends
+// its session on it without telling the streams why (they see EOF,
+// "session shutdown" or "stream closed"), and under TLS it is the node's
+// reason for refusing the client: TLS 1.3 reports a missing or rejected
+// client certificate in an alert that arrives after the client's side of
+// the handshake completed.
+type readErrConn struct {
+	net.Conn
+	opened atomic.Bool   // the session is open: pass errors through
+	failed chan struct{} // closed once err is set
+	once   sync.Once
+	err    error
+}
+
+// readErrWait is how long a failed write waits for the reader to see why.
+const readErrWait = 100 * time.Millisecond
+
+func newReadErrConn(c net.Conn) *readErrConn {
+	return &readErrConn{Conn: c, failed: make(chan struct{})}
+}
+
+func (c *readErrConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.once.Do(func() { c.err = err; close(c.failed) })
+	}
+	return n, err
+}
+
+// Write, when it fails while the session opens (the node hung up: broken
+// pipe), waits a moment for the reader to read the node's alert: once the
+// write error ends the session, its close would cut the reader short.
+func (c *readErrConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && !c.opened.Load() {
+		t := time.NewTimer(readErrWait)
+		select {
+		case <-c.failed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return n, err
+}
+
+// explain replaces a failure to open the session (EOF, session shutdown,
+// broken pipe) with the read error that ended it, if any. Call it before
+// closing the session, whose own close would be the read error then.
+func (c *readErrConn) explain(err error) error {
+	var re *registry.Error
+	if errors.As(err, &re) { // the node's refusal: final
+		return err
+	}
+	select {
+	case <-c.failed:
+		return fmt.Errorf("handshake: %w", c.err)
+	default:
+		return err
+	}
 }
 
 func (c *conn) handshake(ctx context.Context, br *bufio.Reader) error {

@@ -88,6 +88,6 @@ func TestMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	_, err = without.Invoke(ctx, echoCall(t, 1))
-	require.Error(t, err)
+	require.ErrorContains(t, err, "tls: certificate required", "the node's reason, not just EOF")
 	require.EqualValues(t, 1, srv.h.invokes.Load())
 }

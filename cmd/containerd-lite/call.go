@@ -25,8 +25,16 @@ func defaultNodes() string {
 	return "127.0.0.1:7401"
 }
 
-func (m *Main) client(nodes, token string) (*rpc.Client, error) {
-	return rpc.NewClient(rpc.ClientConfig{Nodes: strings.Split(nodes, ","), Token: token})
+func (m *Main) client(nodes, token string, tlsf *tlsFlags) (*rpc.Client, error) {
+	tc, err := tlsf.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := rpc.NewClient(rpc.ClientConfig{Nodes: strings.Split(nodes, ","), Token: token, TLS: tc})
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return c, nil
 }
 
 func (m *Main) call(ctx context.Context, args []string) error {
@@ -34,6 +42,7 @@ func (m *Main) call(ctx context.Context, args []string) error {
 	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses, tried in turn (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long, retries included")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
+	tlsf := clientTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -49,16 +58,16 @@ func (m *Main) call(ctx context.Context, args []string) error {
 		}
 		call.Args = a
 	}
-	c, err := m.client(*nodes, *token)
+	c, err := m.client(*nodes, *token, tlsf)
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	reply, err := c.Invoke(ctx, call)
 	if err != nil {
-		return err
+		return tlsf.hint(err)
 	}
 	out, err := cborToJSON(reply)
 	if err != nil {
@@ -72,19 +81,20 @@ func (m *Main) nodes(ctx context.Context, args []string) error {
 	fs := m.flags("nodes", "[--nodes ADDR,ADDR,...]")
 	nodes := fs.String("nodes", defaultNodes(), "comma-separated node addresses to ask (default $CONTAINERD_LITE_NODES or 127.0.0.1:7401)")
 	token := fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret of the nodes (default $CONTAINERD_LITE_TOKEN)")
+	tlsf := clientTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := m.client(*nodes, *token)
+	c, err := m.client(*nodes, *token, tlsf)
 	if err != nil {
-		return usagef("%v", err)
+		return err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	live, err := c.Nodes(ctx)
 	if err != nil {
-		return err
+		return tlsf.hint(err)
 	}
 	for _, n := range live {
 		fmt.Fprintln(m.Stdout, n)
