@@ -31,12 +31,18 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		token     = fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret clients must present (default $CONTAINERD_LITE_TOKEN)")
 		drain     = fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for calls in flight")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		metricsAt = fs.String("metrics-listen", "", "serve Prometheus /metrics and /readyz on this address (default: off)")
 	)
+	tlsf := serveTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	serverTLS, peerTLS, err := tlsf.serverConfigs()
+	if err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -66,11 +72,23 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 	}
 
+	for _, w := range nodeWarnings(serverTLS, peerTLS, addr) {
+		log.Warn("tls: " + w)
+	}
+
+	var (
+		promReg  = newRegistry()
+		observer container.Observer
+	)
+	if *metricsAt != "" {
+		observer = newMetrics(promReg)
+	}
 	node, err := container.New(container.Config{
 		Registry: m.Registry, Store: st, Addr: addr,
 		Lease: *lease, Heartbeat: *heartbeat, IdleTimeout: *idle,
 		MaxActive: *maxActive, MaxStateSize: *maxState,
-		ProveDead: rpc.Prober{Token: *token}.ProveDead,
+		ProveDead: rpc.Prober{TLS: peerTLS, Token: *token}.ProveDead,
+		Observer:  observer,
 		Logger:    log,
 	})
 	if err != nil {
@@ -81,12 +99,22 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		ln.Close()
 		return err
 	}
+	if *metricsAt != "" {
+		registerNode(promReg, node, st)
+		stopMetrics, err := serveMetrics(ctx, *metricsAt, promReg, node, log)
+		if err != nil {
+			ln.Close()
+			node.Shutdown(context.Background())
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer stopMetrics()
+	}
 	srv := rpc.NewServer(node, &rpc.ServerConfig{
-		Incarnation: node.Incarnation(), Addr: addr, Token: *token, MaxFrameSize: *maxFrame, Logger: log,
+		Incarnation: node.Incarnation(), Addr: addr, Token: *token, TLS: serverTLS, MaxFrameSize: *maxFrame, Logger: log,
 	})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("serving", "addr", addr, "incarnation", node.Incarnation(), "store", desc, "components", m.Registry.Names())
+	log.Info("serving", "addr", addr, "incarnation", node.Incarnation(), "store", desc, "components", m.Registry.Names(), "tls", tlsMode(serverTLS))
 
 	select {
 	case <-ctx.Done():
