@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -156,6 +158,7 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 	var (
 		lastErr   error
 		tried     = map[string]bool{}
+		certBad   = map[string]bool{} // nodes whose TLS handshake failed on certificates
 		redirects int
 		round     int
 	)
@@ -214,6 +217,14 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 			lastErr = err
 			c.markDown(target, err)
 			c.forgetOwner(key)
+			if certificateError(err) {
+				// No retry fixes a certificate: once every node has refused
+				// ours or shown one we do not trust, stop.
+				certBad[target] = true
+				if c.allIn(certBad) {
+					return nil, registry.Errorf(registry.CodeUnauthenticated, "TLS: no node accepted this client's certificate, or showed one it trusts: %w", err)
+				}
+			}
 		}
 		tried[target] = true
 		next := c.next(tried, target)
@@ -321,6 +332,36 @@ func (c *Client) next(tried map[string]bool, cur string) string {
 		return pick
 	}
 	return c.nodes[start%n]
+}
+
+// allIn reports whether every known node is in set.
+func (c *Client) allIn(set map[string]bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nodes {
+		if !set[n] {
+			return false
+		}
+	}
+	return true
+}
+
+// certificateError reports whether err is a TLS handshake failure that no
+// retry can fix: the node sent an alert (it refused our certificate, or the
+// lack of one), or its certificate failed our verification.
+func certificateError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" { // a TLS alert from the node
+		return true
+	}
+	var uaerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	var cerr x509.CertificateInvalidError
+	return errors.As(err, &uaerr) || errors.As(err, &herr) || errors.As(err, &cerr)
 }
 
 func (c *Client) isDown(addr string) bool {

@@ -73,6 +73,28 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestCertificateFailureIsFinal: a certificate no retry can fix ends the
+// call at once with unauthenticated once every node failed on it, while a
+// node with a bad certificate among good ones only costs a retry.
+func TestCertificateFailureIsFinal(t *testing.T) {
+	good, pool := selfSigned(t)
+	bad, _ := selfSigned(t) // signed by nobody the client trusts
+	goodSrv := startServer(t, nil, &ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{good}}})
+	badSrv := startServer(t, nil, &ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{bad}}})
+	clientTLS := &tls.Config{RootCAs: pool}
+
+	c := newClient(t, ClientConfig{Nodes: []string{badSrv.addr}, TLS: clientTLS, CallTimeout: time.Minute})
+	start := time.Now()
+	_, err := c.Invoke(t.Context(), echoCall(t, 1))
+	require.Equal(t, registry.CodeUnauthenticated, regErr(t, err).Code, err)
+	require.Less(t, time.Since(start), 30*time.Second, "not retried until the minute-long deadline")
+
+	c = newClient(t, ClientConfig{Nodes: []string{badSrv.addr, goodSrv.addr}, TLS: clientTLS})
+	res, err := c.Invoke(t.Context(), echoCall(t, 2))
+	require.NoError(t, err, "the node with a good certificate serves the call")
+	require.Equal(t, mustCBOR(t, 2), res)
+}
+
 func TestMutualTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	srv := startServer(t, nil, &ServerConfig{TLS: &tls.Config{

@@ -231,20 +231,22 @@ func TestTLSRefusals(t *testing.T) {
 	r = cli(t, "call", nodesFlag(tlsOnly), "--tls-ca", p.ca.file, "--tls-server-name", "node.test", "cart", "x", "Get")
 	require.Equal(t, 0, r.code, r.stderr)
 
-	// The refused calls run at once: each takes its whole --timeout, since
-	// a client retries a node that hangs up on it until the deadline.
+	// Certificate failures end the call at once (no retry can fix them);
+	// a plain client against a TLS node only sees the node hang up, and
+	// retries until its --timeout. The calls run at the same time.
 	cases := []struct {
 		name string
 		node string
 		args []string
+		code string
 		msg  string
 	}{
-		{"no client certificate", mtls.Addr(), []string{"--tls-ca", p.ca.file}, "remote error: tls: certificate required"},
-		{"client certificate of another CA", mtls.Addr(), []string{"--tls-ca", p.ca.file, "--tls-cert", p.foreignCert, "--tls-key", p.foreignKey}, "remote error: tls: unknown certificate authority"},
-		{"node certificate of another CA", mtls.Addr(), []string{"--tls-ca", p.otherCA.file, "--tls-cert", p.clientCert, "--tls-key", p.clientKey}, "x509: certificate signed by unknown authority"},
-		{"plain client, mutual TLS node", mtls.Addr(), nil, "(if the nodes serve TLS, give --tls-ca"},
-		{"plain client, TLS node", tlsOnly.Addr(), nil, "(if the nodes serve TLS, give --tls-ca"},
-		{"wrong server name", tlsOnly.Addr(), []string{"--tls-ca", p.ca.file, "--tls-server-name", "other.test"}, "certificate is valid for node.test, not other.test"},
+		{"no client certificate", mtls.Addr(), []string{"--tls-ca", p.ca.file}, "unauthenticated", "remote error: tls: certificate required"},
+		{"client certificate of another CA", mtls.Addr(), []string{"--tls-ca", p.ca.file, "--tls-cert", p.foreignCert, "--tls-key", p.foreignKey}, "unauthenticated", "remote error: tls: unknown certificate authority"},
+		{"node certificate of another CA", mtls.Addr(), []string{"--tls-ca", p.otherCA.file, "--tls-cert", p.clientCert, "--tls-key", p.clientKey}, "unauthenticated", "x509: certificate signed by unknown authority"},
+		{"plain client, mutual TLS node", mtls.Addr(), nil, "unavailable", "(if the nodes serve TLS, give --tls-ca"},
+		{"plain client, TLS node", tlsOnly.Addr(), nil, "unavailable", "(if the nodes serve TLS, give --tls-ca"},
+		{"wrong server name", tlsOnly.Addr(), []string{"--tls-ca", p.ca.file, "--tls-server-name", "other.test"}, "unauthenticated", "certificate is valid for node.test, not other.test"},
 	}
 	results := make([]result, len(cases))
 	errs := make([]error, len(cases))
@@ -259,7 +261,7 @@ func TestTLSRefusals(t *testing.T) {
 		r := results[i]
 		require.NoError(t, errs[i], tc.name)
 		assert.Equal(t, 1, r.code, "%s: %s", tc.name, r.stderr)
-		assert.True(t, strings.HasPrefix(r.stderr, "unavailable: "), "%s: %s", tc.name, r.stderr)
+		assert.True(t, strings.HasPrefix(r.stderr, tc.code+": "), "%s: %s", tc.name, r.stderr)
 		assert.Contains(t, r.stderr, tc.msg, tc.name)
 		assert.Empty(t, r.stdout, tc.name)
 	}
