@@ -32,8 +32,18 @@ type watermark struct {
 	Below  uint64
 }
 
-// stored is the encoding of an instance's completion records.
+// stored is the encoding of an instance's completion records. Evicted
+// holds, per client, a watermark below which some of its records were
+// pushed out by the bounds before the client acknowledged them.
 type stored struct {
+	_       struct{} `cbor:",toarray"`
+	Recs    []completion
+	Acked   []watermark
+	Evicted []watermark
+}
+
+// storedV1 is the encoding before Evicted existed.
+type storedV1 struct {
 	_     struct{} `cbor:",toarray"`
 	Recs  []completion
 	Acked []watermark
@@ -44,9 +54,10 @@ type stored struct {
 // modified in place: with returns a new set, adopted only once the write
 // that carries it is durable.
 type completions struct {
-	recs  []completion
-	acked []watermark
-	raw   []byte // encoding, as stored
+	recs    []completion
+	acked   []watermark
+	evicted []watermark
+	raw     []byte // encoding, as stored
 }
 
 func fingerprint(call *registry.Call) uint64 {
@@ -63,9 +74,13 @@ func decodeCompletions(b []byte) (completions, error) {
 	}
 	var s stored
 	if err := cbor.Unmarshal(b, &s); err != nil {
-		return completions{}, err
+		var v1 storedV1
+		if cbor.Unmarshal(b, &v1) != nil {
+			return completions{}, err
+		}
+		s.Recs, s.Acked = v1.Recs, v1.Acked
 	}
-	return completions{recs: s.Recs, acked: s.Acked, raw: b}, nil
+	return completions{recs: s.Recs, acked: s.Acked, evicted: s.Evicted, raw: b}, nil
 }
 
 func (c completions) lookup(client []byte, seq uint64) (completion, bool) {
@@ -81,17 +96,52 @@ func (c completions) lookup(client []byte, seq uint64) (completion, bool) {
 // stale reports whether a request numbered seq from client is below what
 // the client acknowledged: a copy of a call it already has the reply of.
 func (c completions) stale(client []byte, seq uint64) bool {
-	for i := range c.acked {
-		if bytes.Equal(c.acked[i].Client, client) {
-			return seq < c.acked[i].Below
+	return seq < below(c.acked, client)
+}
+
+// evictedBelow reports whether a request numbered seq from client, which
+// has no record, may be a retry of a call whose record the bounds pushed
+// out: running it again could apply it twice, so its outcome is unknown.
+func (c completions) evictedBelow(client []byte, seq uint64) bool {
+	return seq < below(c.evicted, client)
+}
+
+func below(ws []watermark, client []byte) uint64 {
+	for i := range ws {
+		if bytes.Equal(ws[i].Client, client) {
+			return ws[i].Below
 		}
 	}
-	return false
+	return 0
+}
+
+// raise returns ws with client's watermark raised to at least to and moved
+// to the end (most recently raised), keeping at most limit entries. An
+// entry at or below drop (what the client has acknowledged) is left out.
+func raise(ws []watermark, client []byte, to, drop uint64, limit int) []watermark {
+	out := make([]watermark, 0, len(ws)+1)
+	for _, w := range ws {
+		if bytes.Equal(w.Client, client) {
+			to = max(to, w.Below)
+			continue
+		}
+		out = append(out, w)
+	}
+	if to > drop {
+		out = append(out, watermark{Client: client, Below: to})
+	}
+	if len(out) > limit {
+		out = slices.Clone(out[len(out)-limit:])
+	}
+	return out
 }
 
 // with returns the set plus a record for the given call: the client's
 // records below ack are dropped (it has their replies) and its watermark is
 // raised to ack, then the oldest records and watermarks past the bounds go.
+// A record pushed out before its client acknowledged it leaves an evicted
+// watermark behind, so that a late retry of that call is refused rather
+// than run twice.
 func (c completions) with(rec completion, ack uint64, maxRecs, maxBytes int) (completions, error) {
 	out := make([]completion, 0, len(c.recs)+1)
 	for _, r := range c.recs {
@@ -101,36 +151,30 @@ func (c completions) with(rec completion, ack uint64, maxRecs, maxBytes int) (co
 		out = append(out, r)
 	}
 	out = append(out, rec)
-	if len(out) > maxRecs {
-		out = out[len(out)-maxRecs:]
-	}
+	keep := max(len(out)-maxRecs, 0)
 	size := 0
-	for i := len(out) - 1; i >= 0; i-- {
+	for i := len(out) - 1; i >= keep; i-- {
 		size += len(out[i].Client) + len(out[i].Reply) + 24
 		if size > maxBytes && i < len(out)-1 {
-			out = out[i+1:]
+			keep = i + 1
 			break
 		}
 	}
 
-	acked := make([]watermark, 0, len(c.acked)+1)
-	below := ack
-	for _, w := range c.acked {
-		if bytes.Equal(w.Client, rec.Client) {
-			below = max(below, w.Below)
-			continue
+	acked := raise(c.acked, rec.Client, ack, 0, maxRecs)
+	evicted := c.evicted
+	if ack > 0 && below(evicted, rec.Client) > 0 {
+		evicted = raise(evicted, rec.Client, 0, ack, maxRecs)
+	}
+	for _, r := range out[:keep] {
+		if r.Seq >= below(acked, r.Client) {
+			evicted = raise(evicted, r.Client, r.Seq+1, 0, maxRecs)
 		}
-		acked = append(acked, w)
 	}
-	if below > 0 {
-		acked = append(acked, watermark{Client: rec.Client, Below: below})
-	}
-	if len(acked) > maxRecs {
-		acked = slices.Clone(acked[len(acked)-maxRecs:])
-	}
+	out = out[keep:]
 
-	b, err := cbor.Marshal(stored{Recs: out, Acked: acked})
-	return completions{recs: out, acked: acked, raw: b}, err
+	b, err := cbor.Marshal(stored{Recs: out, Acked: acked, Evicted: evicted})
+	return completions{recs: out, acked: acked, evicted: evicted, raw: b}, err
 }
 
 // len returns the number of records.

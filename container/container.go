@@ -209,6 +209,10 @@ func (c *Container) invokeLocked(ctx context.Context, inst *instance, h *registr
 			c.stats.stale.Add(1)
 			return nil, registry.Errorf(registry.CodeConflict, "stale request: the client already has the reply of call %d", call.Seq)
 		}
+		if inst.done.evictedBelow(call.Client, call.Seq) {
+			c.stats.stale.Add(1)
+			return nil, registry.Errorf(registry.CodeConflict, "outcome of call %d unknown: its completion record was evicted (more than %d unacknowledged calls on %s); not running it again", call.Seq, c.cfg.MaxCompletions, inst.key)
+		}
 	}
 	// Waiting for the turn and activating took time: a caller that has
 	// given up since must not have its call run (a retry may be under way).

@@ -468,6 +468,44 @@ func TestStaleCopyAfterFailover(t *testing.T) {
 	assert.Equal(t, 2, v, "call 7 applied once")
 }
 
+// TestEvictedRecordIsNeverRunTwice: more clients than MaxCompletions push a
+// record out before its client has the reply. A late retry of that call
+// must not run again: it is refused as of unknown outcome, and once the
+// client acknowledges it, its later calls run normally.
+func TestEvictedRecordIsNeverRunTwice(t *testing.T) {
+	n := newNode(t, memstore.New(), func(c *container.Config) { c.MaxCompletions = 4 })
+	ctx := ctxT(t)
+	add := func(client string, seq, ack uint64) error {
+		_, err := n.Invoke(ctx, &registry.Call{Component: "counter", ID: "e", Method: "Add", Args: mustCBOR(t, Delta{By: 1}), Client: []byte(client), Seq: seq, Ack: ack})
+		return err
+	}
+	require.NoError(t, add("slow", 3, 3))
+	for i := range 4 {
+		require.NoError(t, add(fmt.Sprint("other-", i), 1, 1))
+	}
+	err := add("slow", 3, 3)
+	assert.Equal(t, registry.CodeConflict, registry.CodeOf(err), "a retry whose record was evicted is refused")
+	assert.ErrorContains(t, err, "outcome of call 3 unknown")
+	v, err := getM.Call(ctx, n, "e")
+	require.NoError(t, err)
+	assert.Equal(t, 5, v, "call 3 applied once")
+
+	require.NoError(t, add("slow", 4, 4), "a new call runs")
+	assert.Equal(t, registry.CodeConflict, registry.CodeOf(add("slow", 3, 4)), "and call 3 stays refused")
+	v, err = getM.Call(ctx, n, "e")
+	require.NoError(t, err)
+	assert.Equal(t, 6, v)
+
+	// Records evicted after their client acknowledged them leave nothing
+	// behind: those clients' next calls run.
+	for i := range 4 {
+		require.NoError(t, add(fmt.Sprint("other-", i), 2, 2))
+	}
+	v, err = getM.Call(ctx, n, "e")
+	require.NoError(t, err)
+	assert.Equal(t, 10, v)
+}
+
 func TestCallerThatGaveUpIsNotRun(t *testing.T) {
 	n := newNode(t, memstore.New(), nil)
 	ctx, cancel := context.WithCancel(ctxT(t))
