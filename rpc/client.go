@@ -40,6 +40,12 @@ type ClientConfig struct {
 	// it before it is pinged; one more SuspectAfter without an answer
 	// abandons the connection. Default DefaultSuspectAfter.
 	SuspectAfter time.Duration
+	// RefreshNodes is how often a client in use asks a connected node for
+	// the live nodes, so that nodes started after it connected (a rolling
+	// deploy) are known before the ones it knows are gone. Default
+	// DefaultRefreshNodes; the refresh rides on calls and costs nothing
+	// while the client is idle.
+	RefreshNodes time.Duration
 	// MaxFrameSize bounds frames both ways. Default DefaultMaxFrameSize.
 	MaxFrameSize int
 	// Logger receives failover events. Nil discards them.
@@ -54,15 +60,17 @@ type Client struct {
 	connCfg connConfig
 	acks    ackTracker // numbers calls
 
-	mu        sync.Mutex
-	seeds     []string
-	nodes     []string // seeds first, then learned
-	preferred string
-	down      map[string]time.Time // node → until when to avoid it
-	conns     map[string]*conn
-	dialing   map[string]*dialCall
-	owners    map[string]string // instance → last known owner
-	closed    bool
+	mu         sync.Mutex
+	seeds      []string
+	nodes      []string // seeds first, then learned
+	preferred  string
+	down       map[string]time.Time // node → until when to avoid it
+	conns      map[string]*conn
+	dialing    map[string]*dialCall
+	owners     map[string]string // instance → last known owner
+	closed     bool
+	refreshed  time.Time // when the node list was last learned
+	refreshing bool
 
 	bg       sync.WaitGroup
 	bgCtx    context.Context
@@ -100,6 +108,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.MaxFrameSize <= 0 {
 		cfg.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if cfg.RefreshNodes <= 0 {
+		cfg.RefreshNodes = DefaultRefreshNodes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -145,6 +156,7 @@ func (c *Client) Invoke(ctx context.Context, call *registry.Call) ([]byte, error
 	if m.Client == nil {
 		m.Client = c.cfg.ClientID
 	}
+	c.maybeRefresh()
 	key := call.Component + "\x00" + call.ID
 	auto := m.Seq == 0
 	if auto {
@@ -469,14 +481,53 @@ func (c *Client) dial(addr string, d *dialCall) {
 	close(d.done)
 }
 
-// learnNodes adopts the live nodes a node announced in its welcome: the
-// seeds first, then the others.
+// maybeRefresh starts a background refresh of the node list, through a
+// connection already open, when the last one is older than RefreshNodes.
+func (c *Client) maybeRefresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.refreshing || time.Since(c.refreshed) < c.cfg.RefreshNodes {
+		return
+	}
+	cn := c.conns[c.preferred]
+	if cn == nil || cn.isClosed() {
+		for _, o := range c.conns {
+			if !o.isClosed() {
+				cn = o
+				break
+			}
+		}
+	}
+	if cn == nil || cn.isClosed() {
+		return // the next dial learns the nodes
+	}
+	c.refreshing = true
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		ctx, cancel := context.WithTimeout(c.bgCtx, c.cfg.DialTimeout)
+		live, err := cn.nodes(ctx)
+		cancel()
+		if err != nil {
+			c.cfg.Logger.Debug("node list refresh failed", "node", cn.addr, "err", err)
+		}
+		c.learnNodes(live)
+		c.mu.Lock()
+		c.refreshing = false
+		c.refreshed = time.Now() // after a failure too: retry at the next period
+		c.mu.Unlock()
+	}()
+}
+
+// learnNodes adopts the live nodes a node announced: the seeds first, then
+// the others.
 func (c *Client) learnNodes(live []string) {
 	if len(live) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.refreshed = time.Now()
 	nodes := slices.Clone(c.seeds)
 	for _, n := range live {
 		if !slices.Contains(nodes, n) {

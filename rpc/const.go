@@ -37,6 +37,7 @@ const (
 	DefaultDialTimeout      = time.Second
 	DefaultCallTimeout      = 30 * time.Second
 	DefaultSuspectAfter     = time.Second
+	DefaultRefreshNodes     = 10 * time.Second
 )
 
 // Sentinel errors.

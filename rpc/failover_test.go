@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -259,4 +260,29 @@ func TestClientNodes(t *testing.T) {
 	nodes, err = c.Nodes(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, []string{a.addr, b.addr}, nodes)
+}
+
+// TestClientRefreshesNodes: a node that joins after the client connected is
+// learned while the client is in use, so it takes over when every node the
+// client knew from its dial is gone (a rolling deploy).
+func TestClientRefreshesNodes(t *testing.T) {
+	a := startServer(t, nil, nil)
+	a.h.setNodes(a.addr)
+	c := newClient(t, ClientConfig{Nodes: []string{a.addr}, RefreshNodes: 20 * time.Millisecond})
+	_, err := c.Invoke(t.Context(), echoCall(t, 0))
+	require.NoError(t, err)
+	require.Equal(t, []string{a.addr}, c.knownNodes())
+
+	b := startServer(t, nil, nil)
+	a.h.setNodes(a.addr, b.addr)
+	require.Eventually(t, func() bool {
+		_, err := c.Invoke(t.Context(), echoCall(t, 1))
+		require.NoError(t, err)
+		return slices.Contains(c.knownNodes(), b.addr)
+	}, ioTimeout, 25*time.Millisecond)
+
+	require.NoError(t, a.Close())
+	_, err = c.Invoke(t.Context(), echoCall(t, 2))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, b.h.invokes.Load())
 }

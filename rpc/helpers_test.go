@@ -125,7 +125,16 @@ func (h *testHandler) Nodes(ctx context.Context) ([]string, error) {
 	if h.onNodes != nil {
 		h.onNodes()
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	return h.nodes, nil
+}
+
+// setNodes changes the live nodes reported from now on.
+func (h *testHandler) setNodes(nodes ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.nodes = nodes
 }
 
 // recorded returns the calls seen so far.
