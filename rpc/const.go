@@ -34,6 +34,7 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultMaxStreams       = 16
 	DefaultMaxInflight      = 4096
+	DefaultMaxConns         = 4096
 	DefaultDialTimeout      = time.Second
 	DefaultCallTimeout      = 30 * time.Second
 	DefaultSuspectAfter     = time.Second

@@ -53,6 +53,10 @@ type ServerConfig struct {
 	// would go unseen, and calls waiting to be canceled would wedge it.
 	// Default DefaultMaxInflight.
 	MaxInflight int
+	// MaxConns bounds the open connections, handshaking ones included;
+	// past it a new connection is closed at once, and its client moves to
+	// another node. Default DefaultMaxConns.
+	MaxConns int
 	// HandshakeTimeout bounds the time from accept to a valid hello.
 	HandshakeTimeout time.Duration
 	// Logger receives connection-level events. Nil discards them.
@@ -72,6 +76,9 @@ func (c *ServerConfig) withDefaults() ServerConfig {
 	}
 	if out.MaxInflight <= 0 {
 		out.MaxInflight = DefaultMaxInflight
+	}
+	if out.MaxConns <= 0 {
+		out.MaxConns = DefaultMaxConns
 	}
 	if out.HandshakeTimeout <= 0 {
 		out.HandshakeTimeout = DefaultHandshakeTimeout
@@ -163,6 +170,14 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) startSession(c net.Conn) {
+	s.mu.Lock()
+	full := len(s.sessions) >= s.cfg.MaxConns
+	s.mu.Unlock()
+	if full {
+		s.cfg.Logger.Warn("connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_conns", s.cfg.MaxConns)
+		c.Close()
+		return
+	}
 	sess, err := yamux.Server(c, yamuxConfig())
 	if err != nil {
 		c.Close()

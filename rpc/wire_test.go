@@ -302,6 +302,37 @@ func TestMaxStreams(t *testing.T) {
 	streams[0].echo(20)
 }
 
+// TestMaxConns: past MaxConns a new connection is closed at once and its
+// client moves to another node; the connections already open keep working,
+// and a closed one frees its slot.
+func TestMaxConns(t *testing.T) {
+	a := startServer(t, nil, &ServerConfig{MaxConns: 2})
+	b := startServer(t, nil, nil)
+	c1 := newClient(t, ClientConfig{Nodes: []string{a.addr}})
+	c2 := newClient(t, ClientConfig{Nodes: []string{a.addr}})
+	for _, c := range []*Client{c1, c2} {
+		_, err := c.Invoke(t.Context(), echoCall(t, 1))
+		require.NoError(t, err)
+	}
+
+	c3 := newClient(t, ClientConfig{Nodes: []string{a.addr, b.addr}})
+	_, err := c3.Invoke(t.Context(), echoCall(t, 2))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, a.h.invokes.Load())
+	require.EqualValues(t, 1, b.h.invokes.Load(), "the third connection was refused; b served")
+	_, err = c1.Invoke(t.Context(), echoCall(t, 3))
+	require.NoError(t, err, "open connections keep working")
+
+	require.NoError(t, c2.Close())
+	require.Eventually(t, func() bool {
+		c4, err := NewClient(ClientConfig{Nodes: []string{a.addr}, CallTimeout: 200 * time.Millisecond})
+		require.NoError(t, err)
+		defer c4.Close()
+		_, err = c4.Invoke(t.Context(), echoCall(t, 4))
+		return err == nil
+	}, ioTimeout, 20*time.Millisecond, "a closed connection frees its slot")
+}
+
 // TestReusedCallID: a call id reused while its call runs cancels the older
 // call; the newer one stays cancelable, and both end with the connection.
 func TestReusedCallID(t *testing.T) {

@@ -168,6 +168,10 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "unknown command"},
 		{[]string{"call", "--bogus", "cart", "x", "Get"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"serve", "--lease", "soon"}, 2, "invalid value"},
+		{[]string{"serve", "--lease", "-1s"}, 2, "--lease must be positive"},
+		{[]string{"serve", "--heartbeat", "5s"}, 2, "--heartbeat 5s must be at most half of --lease 3s"},
+		{[]string{"serve", "--max-frame", "10"}, 2, "--max-frame must be at least 4096"},
+		{[]string{"serve", "--max-conns", "-1"}, 2, "--max-conns must be positive"},
 		{[]string{"call", "--timeout=1s", "--nodes=127.0.0.1:1", "cart", "x", "Get"}, 1, "unavailable:"},
 	} {
 		r := cli(t, tc.args...)

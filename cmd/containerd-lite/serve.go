@@ -28,6 +28,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		maxActive = fs.Int("max-active", 100_000, "instances kept in memory at most (least recently used are passivated)")
 		maxState  = fs.Int("max-state", 1<<20, "bytes an encoded state may take (components may override)")
 		maxFrame  = fs.Int("max-frame", rpc.DefaultMaxFrameSize, "bytes a wire frame may take")
+		maxConns  = fs.Int("max-conns", rpc.DefaultMaxConns, "client connections served at once (past it, clients move to other nodes)")
 		token     = fs.String("token", os.Getenv("CONTAINERD_LITE_TOKEN"), "shared secret clients must present (default $CONTAINERD_LITE_TOKEN)")
 		drain     = fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for calls in flight")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
@@ -39,6 +40,25 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
+	}
+	for name, v := range map[string]time.Duration{"lease": *lease, "heartbeat": *heartbeat, "idle-timeout": *idle} {
+		if v <= 0 {
+			return usagef("--%s must be positive, got %v", name, v)
+		}
+	}
+	if *drain < 0 {
+		return usagef("--shutdown-timeout must not be negative, got %v", *drain)
+	}
+	if *heartbeat > *lease/2 {
+		return usagef("--heartbeat %v must be at most half of --lease %v", *heartbeat, *lease)
+	}
+	for name, v := range map[string]int{"max-active": *maxActive, "max-state": *maxState, "max-conns": *maxConns} {
+		if v <= 0 {
+			return usagef("--%s must be positive, got %d", name, v)
+		}
+	}
+	if *maxFrame < 4096 {
+		return usagef("--max-frame must be at least 4096 bytes, got %d", *maxFrame)
 	}
 	serverTLS, peerTLS, err := tlsf.serverConfigs()
 	if err != nil {
@@ -110,7 +130,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		defer stopMetrics()
 	}
 	srv := rpc.NewServer(node, &rpc.ServerConfig{
-		Incarnation: node.Incarnation(), Addr: addr, Token: *token, TLS: serverTLS, MaxFrameSize: *maxFrame, Logger: log,
+		Incarnation: node.Incarnation(), Addr: addr, Token: *token, TLS: serverTLS, MaxFrameSize: *maxFrame, MaxConns: *maxConns, Logger: log,
 	})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
