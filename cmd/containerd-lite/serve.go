@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,7 +61,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if *maxFrame < 4096 {
 		return usagef("--max-frame must be at least 4096 bytes, got %d", *maxFrame)
 	}
-	serverTLS, peerTLS, err := tlsf.serverConfigs()
+	serverTLS, peerTLS, keyPair, err := tlsf.serverConfigs()
 	if err != nil {
 		return err
 	}
@@ -92,8 +93,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 	}
 
-	for _, w := range nodeWarnings(serverTLS, peerTLS, addr) {
-		log.Warn("tls: " + w)
+	if keyPair != nil {
+		check := func(cert *tls.Certificate) []string { return nodeWarnings(serverTLS, peerTLS, cert, addr) }
+		for _, w := range check(keyPair.current()) {
+			log.Warn("tls: " + w)
+		}
+		keyPair.watch(log, check)
 	}
 
 	var (

@@ -8,10 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd-lite/containerd-lite/registry"
 )
@@ -74,28 +77,139 @@ func (f *tlsFlags) given(flagName string) bool {
 // keyPair checks that --tls-cert and --tls-key come together and loads
 // them. ok is false when neither is set.
 func (f *tlsFlags) keyPair() (cert tls.Certificate, ok bool, err error) {
-	certName, keyName := f.name("tls-cert", envTLSCert), f.name("tls-key", envTLSKey)
+	if ok, err = f.pairGiven(); !ok {
+		return tls.Certificate{}, false, err
+	}
+	cert, err = loadKeyPair(f.name("tls-cert", envTLSCert), f.cert, f.name("tls-key", envTLSKey), f.key)
+	return cert, err == nil, err
+}
+
+// pairGiven reports whether --tls-cert and --tls-key are set; one without
+// the other is an error.
+func (f *tlsFlags) pairGiven() (bool, error) {
 	switch {
 	case f.cert == "" && f.key == "":
-		return tls.Certificate{}, false, nil
+		return false, nil
 	case f.key == "":
-		return tls.Certificate{}, false, usagef("%s needs --tls-key", certName)
+		return false, usagef("%s needs --tls-key", f.name("tls-cert", envTLSCert))
 	case f.cert == "":
-		return tls.Certificate{}, false, usagef("%s needs --tls-cert", keyName)
+		return false, usagef("%s needs --tls-cert", f.name("tls-key", envTLSKey))
 	}
-	certPEM, err := readPEM(certName, f.cert, "CERTIFICATE", isCert)
+	return true, nil
+}
+
+func loadKeyPair(certName, certFile, keyName, keyFile string) (tls.Certificate, error) {
+	certPEM, err := readPEM(certName, certFile, "CERTIFICATE", isCert)
 	if err != nil {
-		return tls.Certificate{}, false, err
+		return tls.Certificate{}, err
 	}
-	keyPEM, err := readPEM(keyName, f.key, "PRIVATE KEY", isKey)
+	keyPEM, err := readPEM(keyName, keyFile, "PRIVATE KEY", isKey)
 	if err != nil {
-		return tls.Certificate{}, false, err
+		return tls.Certificate{}, err
 	}
-	cert, err = tls.X509KeyPair(certPEM, keyPEM)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return tls.Certificate{}, false, usagef("%s %s, %s %s: %v", certName, f.cert, keyName, f.key, err)
+		return tls.Certificate{}, usagef("%s %s, %s %s: %v", certName, certFile, keyName, keyFile, err)
 	}
-	return cert, true, nil
+	return cert, nil
+}
+
+// reloadEvery is how often a node looks at its certificate files.
+const reloadEvery = time.Second
+
+// keyPairFiles is a node's key pair, reloaded from its files when they
+// change, so that a renewed certificate (cert-manager, ACME, a cron job)
+// takes effect without a restart: new connections, in both directions,
+// get the new one. A pair that does not load (the two files are being
+// replaced one after the other, say) is logged and the old one kept.
+type keyPairFiles struct {
+	certName, certFile, keyName, keyFile string
+
+	mu     sync.Mutex
+	log    *slog.Logger
+	check  func(*tls.Certificate) []string // warnings about a new pair
+	cur    *tls.Certificate
+	stamp  [2]fileStamp
+	failed [2]fileStamp // the stamps of the last pair that failed to load
+	next   time.Time    // when to look at the files again
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(file string) fileStamp {
+	fi, err := os.Stat(file)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}
+}
+
+func newKeyPairFiles(f *tlsFlags) (*keyPairFiles, error) {
+	kp := &keyPairFiles{
+		certName: f.name("tls-cert", envTLSCert), certFile: f.cert,
+		keyName: f.name("tls-key", envTLSKey), keyFile: f.key,
+	}
+	kp.stamp = [2]fileStamp{stampOf(f.cert), stampOf(f.key)}
+	cert, err := loadKeyPair(kp.certName, kp.certFile, kp.keyName, kp.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	kp.cur, kp.next = &cert, time.Now().Add(reloadEvery)
+	kp.log = slog.New(slog.DiscardHandler)
+	return kp, nil
+}
+
+// watch logs reloads to log, with the warnings check finds in a new pair.
+func (kp *keyPairFiles) watch(log *slog.Logger, check func(*tls.Certificate) []string) {
+	kp.mu.Lock()
+	defer kp.mu.Unlock()
+	kp.log, kp.check = log, check
+}
+
+// current returns the key pair, reloaded first if the files changed.
+func (kp *keyPairFiles) current() *tls.Certificate {
+	kp.mu.Lock()
+	defer kp.mu.Unlock()
+	now := time.Now()
+	if now.Before(kp.next) {
+		return kp.cur
+	}
+	kp.next = now.Add(reloadEvery)
+	stamp := [2]fileStamp{stampOf(kp.certFile), stampOf(kp.keyFile)}
+	if stamp == kp.stamp || stamp == kp.failed {
+		return kp.cur
+	}
+	cert, err := loadKeyPair(kp.certName, kp.certFile, kp.keyName, kp.keyFile)
+	if err != nil {
+		kp.failed = stamp
+		kp.log.Warn("tls: key pair changed but does not load; keeping the previous one", "err", err)
+		return kp.cur
+	}
+	kp.cur, kp.stamp = &cert, stamp
+	if leaf := cert.Leaf; leaf != nil {
+		kp.log.Info("tls: key pair reloaded", "cert", kp.certFile, "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+	} else {
+		kp.log.Info("tls: key pair reloaded", "cert", kp.certFile)
+	}
+	if kp.check != nil {
+		for _, w := range kp.check(&cert) {
+			kp.log.Warn("tls: " + w)
+		}
+	}
+	return kp.cur
+}
+
+func (kp *keyPairFiles) serverCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return kp.current(), nil
+}
+
+// clientCert presents the key pair whenever a node asks for a client
+// certificate; see always.
+func (kp *keyPairFiles) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return kp.current(), nil
 }
 
 // serverConfigs returns what a node serves with and what it probes its
@@ -103,35 +217,39 @@ func (f *tlsFlags) keyPair() (cert tls.Certificate, ok bool, err error) {
 // both are nil without --tls-cert. The node presents its own certificate
 // to its peers, so under mutual TLS a node certificate must allow client
 // authentication as well as server authentication.
-func (f *tlsFlags) serverConfigs() (serve, peer *tls.Config, err error) {
-	cert, ok, err := f.keyPair()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !ok {
+//
+// The key pair is reloaded when its files change (kp; nil without TLS).
+// The CA files are read once: changing them takes a restart.
+func (f *tlsFlags) serverConfigs() (serve, peer *tls.Config, kp *keyPairFiles, err error) {
+	if ok, err := f.pairGiven(); err != nil {
+		return nil, nil, nil, err
+	} else if !ok {
 		// A CA from the environment alone is meant for clients: ignore it.
 		for _, name := range []string{"tls-client-ca", "tls-ca"} {
 			if f.given(name) {
-				return nil, nil, usagef("--%s needs --tls-cert and --tls-key", name)
+				return nil, nil, nil, usagef("--%s needs --tls-cert and --tls-key", name)
 			}
 		}
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	serve = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	peer = &tls.Config{GetClientCertificate: always(cert), MinVersion: tls.VersionTLS12}
+	if kp, err = newKeyPairFiles(f); err != nil {
+		return nil, nil, nil, err
+	}
+	serve = &tls.Config{GetCertificate: kp.serverCert, MinVersion: tls.VersionTLS12}
+	peer = &tls.Config{GetClientCertificate: kp.clientCert, MinVersion: tls.VersionTLS12}
 	if f.clientCA != "" {
 		if serve.ClientCAs, err = loadPool("--tls-client-ca", f.clientCA); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		serve.ClientAuth = tls.RequireAndVerifyClientCert
 		peer.RootCAs = serve.ClientCAs
 	}
 	if f.ca != "" {
 		if peer.RootCAs, err = loadPool(f.name("tls-ca", envTLSCA), f.ca); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return serve, peer, nil
+	return serve, peer, kp, nil
 }
 
 // clientConfig returns the TLS configuration of call and nodes: nil when
@@ -189,19 +307,19 @@ func (f *tlsFlags) hint(err error) error {
 // means peers cannot probe this node, so a process restarted on its
 // address is noticed only when the old one's lease expires. addr is the
 // advertised address.
-func nodeWarnings(serve, peer *tls.Config, addr string) []string {
+func nodeWarnings(serve, peer *tls.Config, cert *tls.Certificate, addr string) []string {
 	if serve == nil {
 		return nil
 	}
-	leaf := serve.Certificates[0].Leaf
+	leaf := cert.Leaf
 	if leaf == nil { // x509keypairleaf=0
 		var err error
-		if leaf, err = x509.ParseCertificate(serve.Certificates[0].Certificate[0]); err != nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
 			return []string{err.Error()}
 		}
 	}
 	inter := x509.NewCertPool()
-	for _, der := range serve.Certificates[0].Certificate[1:] {
+	for _, der := range cert.Certificate[1:] {
 		if c, err := x509.ParseCertificate(der); err == nil {
 			inter.AddCert(c)
 		}

@@ -307,3 +307,47 @@ func TestTLSFlagErrors(t *testing.T) {
 	assert.Contains(t, r.stderr, "listen tcp: address bogus")
 	assert.NotContains(t, r.stderr, "tls")
 }
+
+// TestTLSKeyPairReload: a node picks up a renewed key pair from its files
+// without a restart, and keeps the old one while the files do not load.
+func TestTLSKeyPairReload(t *testing.T) {
+	p := newTestPKI(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+	install := func(cert, key string) {
+		t.Helper()
+		for src, dst := range map[string]string{cert: certFile, key: keyFile} {
+			data, err := os.ReadFile(src)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(dst+".tmp", data, 0o600))
+			require.NoError(t, os.Rename(dst+".tmp", dst))
+		}
+	}
+	install(p.nodeCert, p.nodeKey)
+	n := startNode(t, "--store", filepath.Join(t.TempDir(), "s.db"), "--tls-cert", certFile, "--tls-key", keyFile)
+	call := func(ca string) result {
+		t.Helper()
+		return cli(t, "call", "--timeout=2s", nodesFlag(n), "--tls-ca", ca, "cart", "r", "Get")
+	}
+	r := call(p.ca.file)
+	require.Equal(t, 0, r.code, r.stderr)
+
+	// Renewed by another CA: new connections get the new certificate.
+	renewedCert, renewedKey := p.otherCA.issue(t, t.TempDir(), "node", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	install(renewedCert, renewedKey)
+	require.Eventually(t, func() bool { return call(p.otherCA.file).code == 0 }, 10*time.Second, 100*time.Millisecond)
+	r = call(p.ca.file)
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "unauthenticated:")
+	assert.Contains(t, n.Logs(), "tls: key pair reloaded")
+
+	// A pair that does not load is logged, and the node keeps serving with
+	// the last good one.
+	require.NoError(t, os.WriteFile(keyFile, []byte("not a key\n"), 0o600))
+	require.Eventually(t, func() bool {
+		call(p.otherCA.file)
+		return strings.Contains(n.Logs(), "key pair changed but does not load")
+	}, 10*time.Second, 100*time.Millisecond)
+	r = call(p.otherCA.file)
+	require.Equal(t, 0, r.code, r.stderr)
+}
