@@ -1,13 +1,3 @@
-// Command containerd-lite runs and drives containerd-lite nodes.
-//
-//	containerd-lite serve   --listen 127.0.0.1:7401 [--store URL|PATH] [--migrate]
-//	containerd-lite call    [--nodes ADDR,ADDR] COMPONENT ID METHOD [JSON-ARGS]
-//	containerd-lite nodes   [--nodes ADDR,ADDR]
-//	containerd-lite migrate --store postgres://...
-//	containerd-lite torture [--store URL|PATH] [--duration 60s]
-//	containerd-lite bench   --store postgres://... [--duration 5s]
-//
-// The stock daemon serves the cart component of examples/cart.
 package main
 
 import (
