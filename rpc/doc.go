@@ -27,7 +27,7 @@
 // # Failover
 //
 // Client keeps a list of nodes, learns the live ones from any node it
-// reaches, follows redirects to an instance's owner and retries a call on
+// reaches (and again every ClientConfig.RefreshNodes while in use), follows redirects to an instance's owner and retries a call on
 // another node only when the failure is a transport failure or a retryable
 // code (unavailable, redirect), never an application error. Every request
 // carries the client's id and a sequence number, so a retried call takes
