@@ -60,6 +60,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// NodeArgs are extra `serve` flags.
 	NodeArgs []string
+	// TLS runs the cluster under mutual TLS with a throwaway CA made for
+	// the run: clients and nodes present certificates, and nodes probe
+	// their peers over TLS.
+	TLS bool
 
 	// CheckTimeout bounds the linearizability check. A check that runs out
 	// of time is inconclusive, which fails the run.

@@ -224,8 +224,12 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	c, v := &r.Config, r.Verdict
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	p("run:       %s: %d nodes on %s; %d clients, %d instances, %.0f%% reads, %v; seed %d",
-		r.RunID, c.Nodes, r.Store, c.Clients, c.Instances, 100*c.ReadFraction, c.Duration, r.Seed)
+	tlsNote := ""
+	if c.TLS {
+		tlsNote = " under mutual TLS"
+	}
+	p("run:       %s: %d nodes on %s%s; %d clients, %d instances, %.0f%% reads, %v; seed %d",
+		r.RunID, c.Nodes, r.Store, tlsNote, c.Clients, c.Instances, 100*c.ReadFraction, c.Duration, r.Seed)
 	p("calls:     %d in %v (%.0f/s): %d updates acknowledged, %d of unknown outcome; %d reads, %d failed",
 		v.Ops, round(r.Elapsed), r.OpsPerSecond(), v.Acked, v.Unknown, v.Reads, v.FailedReads)
 	p("latency:   %v (successful calls)", r.Latency)

@@ -3,6 +3,7 @@ package torture
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -84,7 +85,24 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		r.Store = "embedded store " + store
 	}
 
-	nodes, err := startNodes(ctx, cfg, store, log)
+	var (
+		nodeArgs  = cfg.NodeArgs
+		clientTLS *tls.Config
+	)
+	if cfg.TLS {
+		dir, err := os.MkdirTemp("", "containerd-lite-torture-pki-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		p, err := newPKI(dir, cfg.Duration+healTimeout+24*time.Hour)
+		if err != nil {
+			return nil, fmt.Errorf("torture: make certificates: %w", err)
+		}
+		nodeArgs = append(slices.Clone(nodeArgs), p.serveArgs...)
+		clientTLS = p.client
+	}
+	nodes, err := startNodes(ctx, cfg, store, nodeArgs, log)
 	defer func() {
 		for _, n := range nodes {
 			_ = n.Kill()
@@ -118,7 +136,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		// cluster, and every kill hits some of them.
 		own := slices.Clone(addrs)
 		shuffle.Shuffle(len(own), func(a, b int) { own[a], own[b] = own[b], own[a] })
-		if clients[i], err = rpc.NewClient(rpc.ClientConfig{Nodes: own, CallTimeout: cfg.CallTimeout}); err != nil {
+		if clients[i], err = rpc.NewClient(rpc.ClientConfig{Nodes: own, CallTimeout: cfg.CallTimeout, TLS: clientTLS}); err != nil {
 			return nil, err
 		}
 	}
@@ -192,12 +210,12 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 
 // startNodes starts cfg.Nodes nodes on store. On error it returns the
 // nodes started so far, for the caller to kill.
-func startNodes(ctx context.Context, cfg *Config, store string, log *slog.Logger) ([]*cluster.Node, error) {
+func startNodes(ctx context.Context, cfg *Config, store string, extra []string, log *slog.Logger) ([]*cluster.Node, error) {
 	args := append([]string{
 		"--store", store,
 		"--lease", cfg.Lease.String(),
 		"--heartbeat", cfg.Heartbeat.String(),
-	}, cfg.NodeArgs...)
+	}, extra...)
 	var nodes []*cluster.Node
 	for i := range cfg.Nodes {
 		n, err := cluster.Start(ctx, cfg.Binary, "", args...)

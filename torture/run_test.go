@@ -125,14 +125,19 @@ func TestTorturePostgres(t *testing.T) {
 }
 
 // TestTortureEmbedded is the same on the embedded store shared by two
-// nodes, shorter. A kill is skipped while the other node is still coming
-// back (one must keep serving), and a restart on the embedded store under
-// load can take two seconds: expect fewer kills than ticks.
+// nodes, shorter, and under mutual TLS: the nodes prove their killed peers
+// dead through TLS handshakes. A kill is skipped while the other node is
+// still coming back (one must keep serving), and a restart on the embedded
+// store under load can take two seconds: expect fewer kills than ticks.
 func TestTortureEmbedded(t *testing.T) {
 	cfg := testConfig(t, "", 2, 32, 10*time.Second)
+	cfg.TLS = true
 	r := run(t, cfg)
 	assertAttacked(t, r, 2, 2000)
 	assert.Contains(t, r.Store, "embedded store")
+	var sum strings.Builder
+	require.NoError(t, r.WriteSummary(&sum))
+	assert.Contains(t, sum.String(), "under mutual TLS")
 }
 
 // TestRunCanceled: a run whose context ends stops at once, with its nodes

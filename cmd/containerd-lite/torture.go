@@ -37,6 +37,7 @@ func (m *Main) torture(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Lease, "lease", cfg.Lease, "the nodes' --lease")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "the nodes' --heartbeat")
 	fs.StringVar(&nodeArgs, "node-args", "", "extra serve flags, separated by spaces")
+	fs.BoolVar(&cfg.TLS, "tls", false, "run the cluster under mutual TLS, with a throwaway CA made for the run")
 	fs.DurationVar(&cfg.CheckTimeout, "check-timeout", cfg.CheckTimeout, "time limit of the linearizability check; running out of it fails the run")
 	fs.StringVar(&cfg.OutDir, "out-dir", "", "where to write the visualisation, history and node logs on a violation (default: the working directory)")
 	fs.StringVar(&cfg.HistoryFile, "history", "", "write the whole history (every call, every fault) to this JSON file")
