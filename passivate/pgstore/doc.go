@@ -17,9 +17,13 @@
 // times are kept by the database clock.
 //
 // Concurrent Saves are grouped (passivate.GroupCommitter): each group is
-// one pgx.Batch of conditional UPDATEs, one round trip and one implicit
-// transaction, and each write still succeeds or is fenced on its own
-// condition. A few groups are in flight at once (Options.Flushers).
+// one UPDATE ... FROM unnest(...) statement, one round trip and one
+// implicit transaction, and each write still succeeds or is fenced on its
+// own condition. Concurrent Activates are grouped the same way, into one
+// INSERT ... SELECT ... ON CONFLICT statement per group, with each claim
+// still judged on its own (after a failover, the dead node's instances
+// come back a group at a time). A few groups of each are in flight at once
+// (Options.Flushers); a lone operation runs a plain statement.
 //
 // # Availability
 //

@@ -52,30 +52,33 @@ const activateTries = 5
 var errContended = errors.New("claim kept racing concurrent claims")
 
 // Activate implements passivate.Instances in one round trip, or a few when
-// it races other claims on the same instance.
+// it races other claims on the same instance. Activates waiting at the
+// same time share one statement.
 func (s *Store) Activate(ctx context.Context, key passivate.Key, node string) (*passivate.Activation, error) {
 	if s.closed.Load() {
 		return nil, passivate.ErrClosed
 	}
 	op := "activate " + key.String()
-	for range activateTries {
-		a, owned, err := s.activateOnce(ctx, key, node)
+	r := s.act.do(ctx, key, node)
+	for try := 1; ; try++ {
 		switch {
-		case err == nil && a != nil:
-			return a, nil
-		case err == nil && owned != nil:
-			return nil, owned
-		case err == nil || retryable(err):
+		case r.err == nil && r.a != nil:
+			return r.a, nil
+		case r.err == nil && r.owned != nil:
+			return nil, r.owned
+		case r.err == nil || retryable(r.err):
 			// Ambiguous or rolled back by the database: nothing changed.
 			if ctx.Err() != nil {
 				return nil, s.fail(op, ctx.Err())
 			}
-			continue
 		default:
-			return nil, s.fail(op, err)
+			return nil, s.fail(op, r.err)
 		}
+		if try == activateTries {
+			return nil, s.fail(op, errContended)
+		}
+		r.a, r.owned, r.err = s.activateOnce(ctx, key, node)
 	}
-	return nil, s.fail(op, errContended)
 }
 
 // activateOnce runs activateSQL once. It returns the activation, or the

@@ -9,10 +9,12 @@ import (
 // *Options means all defaults.
 type Options struct {
 	// MaxGroup bounds the Saves committed together in one batch (one round
-	// trip, one transaction). Default 64.
+	// trip, one transaction), and the Activates claimed in one statement.
+	// Default 64.
 	MaxGroup int
-	// Flushers is the number of batches in flight at once. Default 2. More
-	// than a few only queue up in the database and raise latency.
+	// Flushers is the number of batches of Saves in flight at once, and of
+	// Activates. Default 2. More than a few only queue up in the database
+	// and raise latency.
 	Flushers int
 	// FlushTimeout bounds one batch, including waiting for a connection.
 	// Default 10s.
@@ -22,11 +24,10 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// MaxConns, if positive, overrides the URL's pool_max_conns. Without
 	// either, the pool has Flushers+8 connections (or pgx's default, the
-	// greater of 4 and the number of CPUs, if larger): activations are not
-	// grouped, and after a failover many run at once (measured at 64
-	// concurrent first calls: 2.8k activations/s with 4 connections, 4.5k
-	// with 12). The pool must have more connections than Flushers, so that
-	// group commit never starves Activate and the other operations.
+	// greater of 4 and the number of CPUs, if larger), so that the batches
+	// of Saves and Activates (up to 2*Flushers connections) leave some for
+	// heartbeats, releases and the retries of racing claims. The pool must
+	// have more connections than Flushers.
 	MaxConns int32
 }
 

@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -192,4 +193,88 @@ func TestOptions(t *testing.T) {
 	_, err = pgstore.Open(ctx, "postgres://[::1", nil)
 	assert.Error(t, err)
 	assert.False(t, errors.Is(err, pgstore.ErrNotMigrated))
+}
+
+// TestGroupedActivations: Activates waiting at the same time share
+// statements, and each one still gets its own outcome: new instances,
+// stored ones with their state, ones a live peer owns (redirect), and keys
+// two nodes race for (exactly one wins each).
+func TestGroupedActivations(t *testing.T) {
+	s, _ := newStore(t, &pgstore.Options{MaxGroup: 16, Flushers: 1})
+	ctx := ctxT(t, 60*time.Second)
+	a := passivate.Node{Incarnation: "inc-a", Addr: "127.0.0.1:1"}
+	b := passivate.Node{Incarnation: "inc-b", Addr: "127.0.0.1:2"}
+	require.NoError(t, s.Register(ctx, a, time.Minute))
+	require.NoError(t, s.Register(ctx, b, time.Minute))
+	key := func(kind string, i int) passivate.Key {
+		return passivate.Key{Component: "grp", ID: fmt.Sprintf("%s-%03d", kind, i)}
+	}
+	const n = 48
+	// Stored instances, released; and instances b owns.
+	for i := range n {
+		act, err := s.Activate(ctx, key("stored", i), a.Incarnation)
+		require.NoError(t, err)
+		require.NoError(t, s.Save(ctx, &passivate.Write{Key: key("stored", i), Owner: act.Owner, State: []byte(fmt.Sprint("state-", i)), StateVersion: 1}))
+		require.NoError(t, s.Release(ctx, key("stored", i), passivate.Owner{Node: a.Incarnation, Epoch: act.Owner.Epoch}))
+		_, err = s.Activate(ctx, key("peer", i), b.Incarnation)
+		require.NoError(t, err)
+	}
+	before := s.ActivationStats()
+
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins = map[passivate.Key][]string{}
+	)
+	claim := func(k passivate.Key, node string, check func(*passivate.Activation, error)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			act, err := s.Activate(ctx, k, node)
+			check(act, err)
+		}()
+	}
+	for i := range n {
+		claim(key("new", i), a.Incarnation, func(act *passivate.Activation, err error) {
+			if assert.NoError(t, err) {
+				assert.EqualValues(t, 1, act.Owner.Epoch)
+				assert.Empty(t, act.State)
+			}
+		})
+		claim(key("stored", i), a.Incarnation, func(act *passivate.Activation, err error) {
+			if assert.NoError(t, err) {
+				assert.Equal(t, fmt.Sprint("state-", i), string(act.State))
+				assert.EqualValues(t, 1, act.Version)
+				assert.EqualValues(t, 2, act.Owner.Epoch)
+			}
+		})
+		claim(key("peer", i), a.Incarnation, func(_ *passivate.Activation, err error) {
+			var owned *passivate.OwnedError
+			if assert.ErrorAs(t, err, &owned) {
+				assert.Equal(t, b.Incarnation, owned.Owner)
+				assert.Equal(t, b.Addr, owned.Addr)
+			}
+		})
+		for _, node := range []string{a.Incarnation, b.Incarnation} {
+			claim(key("race", i), node, func(act *passivate.Activation, err error) {
+				var owned *passivate.OwnedError
+				if err == nil {
+					mu.Lock()
+					wins[key("race", i)] = append(wins[key("race", i)], node)
+					mu.Unlock()
+				} else {
+					assert.ErrorAs(t, err, &owned)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	assert.Len(t, wins, n, "every raced key was won")
+	for k, w := range wins {
+		assert.Len(t, w, 1, "%s won by exactly one node", k)
+	}
+	after := s.ActivationStats()
+	claims, groups := after.Writes-before.Writes, after.Groups-before.Groups
+	t.Logf("%d activations in %d statements", claims, groups)
+	assert.Less(t, groups, claims, "activations were grouped")
 }

@@ -27,6 +27,7 @@ var ErrNotMigrated = errors.New("pgstore: database schema is missing or out of d
 type Store struct {
 	pool      *pgxpool.Pool
 	group     *passivate.GroupCommitter
+	act       *activator
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -67,6 +68,7 @@ func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
 		Flushers: o.Flushers,
 		Timeout:  o.FlushTimeout,
 	}, s.flush)
+	s.act = newActivator(s, o.Flushers, o.MaxGroup, o.FlushTimeout)
 	return s, nil
 }
 
@@ -172,6 +174,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.group.Close()
+		s.act.close()
 		s.pool.Close()
 	})
 	return nil
@@ -188,3 +191,10 @@ func (s *Store) fail(op string, err error) error {
 
 // GroupStats reports how Saves were grouped into commits.
 func (s *Store) GroupStats() passivate.GroupStats { return s.group.Stats() }
+
+// ActivationStats reports how Activates were grouped into statements
+// (Groups statements for Writes activations; retries of racing claims are
+// not counted).
+func (s *Store) ActivationStats() passivate.GroupStats {
+	return passivate.GroupStats{Groups: s.act.groups.Load(), Writes: s.act.claims.Load()}
+}
