@@ -181,6 +181,36 @@ func withHosts(t testing.TB, dsn string, hostports ...string) string {
 	return dsn + " host=" + strings.Join(hosts, ",") + " port=" + strings.Join(ports, ",")
 }
 
+// postgresqlURL returns dsn as a postgresql:// URL, whatever form the test
+// DSN takes (a postgres:// URL or keyword/value pairs).
+func postgresqlURL(t testing.TB, dsn string) string {
+	t.Helper()
+	switch {
+	case strings.HasPrefix(dsn, "postgresql://"):
+		return dsn
+	case strings.HasPrefix(dsn, "postgres://"):
+		return "postgresql://" + strings.TrimPrefix(dsn, "postgres://")
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	require.NoError(t, err)
+	cc := cfg.ConnConfig
+	u := &url.URL{
+		Scheme: "postgresql",
+		User:   url.UserPassword(cc.User, cc.Password),
+		Host:   net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))),
+		Path:   "/" + cc.Database,
+	}
+	q := url.Values{}
+	if cc.TLSConfig == nil {
+		q.Set("sslmode", "disable")
+	}
+	for k, v := range cc.RuntimeParams {
+		q.Set(k, v)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // TestDatabaseOutage cuts the connection between a store and PostgreSQL,
 // either refused (the server's host is up, the server is not) or
 // blackholed (a partition): Save and Activate fail within their deadline,
@@ -288,10 +318,7 @@ func TestOpenURLs(t *testing.T) {
 		assert.Contains(t, nodes, n)
 	}
 	t.Run("postgresql scheme", func(t *testing.T) {
-		if !strings.HasPrefix(dsn, "postgres://") {
-			t.Skip("the test DSN is not a postgres:// URL")
-		}
-		check(t, "postgresql://"+strings.TrimPrefix(dsn, "postgres://"))
+		check(t, postgresqlURL(t, dsn))
 	})
 	t.Run("multi-host read-write", func(t *testing.T) {
 		url := withHosts(t, dsn, dead, server)
