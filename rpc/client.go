@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd-lite/containerd-lite/registry"
@@ -60,17 +61,18 @@ type Client struct {
 	connCfg connConfig
 	acks    ackTracker // numbers calls
 
-	mu         sync.Mutex
-	seeds      []string
-	nodes      []string // seeds first, then learned
-	preferred  string
-	down       map[string]time.Time // node → until when to avoid it
-	conns      map[string]*conn
-	dialing    map[string]*dialCall
-	owners     map[string]string // instance → last known owner
-	closed     bool
-	refreshed  time.Time // when the node list was last learned
-	refreshing bool
+	mu        sync.Mutex
+	seeds     []string
+	nodes     []string // seeds first, then learned
+	preferred string
+	down      map[string]time.Time // node → until when to avoid it
+	conns     map[string]*conn
+	dialing   map[string]*dialCall
+	owners    map[string]string // instance → last known owner
+	closed    bool
+
+	nextRefresh atomic.Int64 // unix nanoseconds: when to ask for the live nodes again
+	refreshing  atomic.Bool
 
 	bg       sync.WaitGroup
 	bgCtx    context.Context
@@ -483,39 +485,37 @@ func (c *Client) dial(addr string, d *dialCall) {
 
 // maybeRefresh starts a background refresh of the node list, through a
 // connection already open, when the last one is older than RefreshNodes.
+// On the call path: until a refresh is due it costs one atomic load.
 func (c *Client) maybeRefresh() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed || c.refreshing || time.Since(c.refreshed) < c.cfg.RefreshNodes {
+	if time.Now().UnixNano() < c.nextRefresh.Load() || !c.refreshing.CompareAndSwap(false, true) {
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	cn := c.conns[c.preferred]
-	if cn == nil || cn.isClosed() {
-		for _, o := range c.conns {
-			if !o.isClosed() {
-				cn = o
-				break
-			}
+	for _, o := range c.conns {
+		if cn != nil && !cn.isClosed() {
+			break
 		}
+		cn = o
 	}
-	if cn == nil || cn.isClosed() {
-		return // the next dial learns the nodes
+	if c.closed || cn == nil || cn.isClosed() {
+		c.refreshing.Store(false) // the next dial learns the nodes
+		return
 	}
-	c.refreshing = true
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
+		defer c.refreshing.Store(false)
 		ctx, cancel := context.WithTimeout(c.bgCtx, c.cfg.DialTimeout)
 		live, err := cn.nodes(ctx)
 		cancel()
 		if err != nil {
 			c.cfg.Logger.Debug("node list refresh failed", "node", cn.addr, "err", err)
 		}
+		// After a failure too: try again at the next period.
+		c.nextRefresh.Store(time.Now().Add(c.cfg.RefreshNodes).UnixNano())
 		c.learnNodes(live)
-		c.mu.Lock()
-		c.refreshing = false
-		c.refreshed = time.Now() // after a failure too: retry at the next period
-		c.mu.Unlock()
 	}()
 }
 
@@ -525,9 +525,9 @@ func (c *Client) learnNodes(live []string) {
 	if len(live) == 0 {
 		return
 	}
+	c.nextRefresh.Store(time.Now().Add(c.cfg.RefreshNodes).UnixNano())
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.refreshed = time.Now()
 	nodes := slices.Clone(c.seeds)
 	for _, n := range live {
 		if !slices.Contains(nodes, n) {

@@ -42,9 +42,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("serve takes no arguments, got %q", fs.Args())
 	}
-	for name, v := range map[string]time.Duration{"lease": *lease, "heartbeat": *heartbeat, "idle-timeout": *idle} {
-		if v <= 0 {
-			return usagef("--%s must be positive, got %v", name, v)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"lease", *lease}, {"heartbeat", *heartbeat}, {"idle-timeout", *idle}} {
+		if d.v <= 0 {
+			return usagef("--%s must be positive, got %v", d.name, d.v)
 		}
 	}
 	if *drain < 0 {
@@ -53,9 +56,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if *heartbeat > *lease/2 {
 		return usagef("--heartbeat %v must be at most half of --lease %v", *heartbeat, *lease)
 	}
-	for name, v := range map[string]int{"max-active": *maxActive, "max-state": *maxState, "max-conns": *maxConns} {
-		if v <= 0 {
-			return usagef("--%s must be positive, got %d", name, v)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max-active", *maxActive}, {"max-state", *maxState}, {"max-conns", *maxConns}} {
+		if n.v <= 0 {
+			return usagef("--%s must be positive, got %d", n.name, n.v)
 		}
 	}
 	if *maxFrame < 4096 {
