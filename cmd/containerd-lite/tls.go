@@ -135,7 +135,7 @@ type keyPairFiles struct {
 }
 
 type fileStamp struct {
-	mod  time.Time
+	mod  int64 // unix nanoseconds: comparable with ==, unlike time.Time
 	size int64
 }
 
@@ -144,7 +144,7 @@ func stampOf(file string) fileStamp {
 	if err != nil {
 		return fileStamp{}
 	}
-	return fileStamp{fi.ModTime(), fi.Size()}
+	return fileStamp{fi.ModTime().UnixNano(), fi.Size()}
 }
 
 func newKeyPairFiles(f *tlsFlags) (*keyPairFiles, error) {
