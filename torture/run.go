@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		p, err := newPKI(dir, cfg.Duration+healTimeout+24*time.Hour)
+		p, err := newRunPKI(dir, cfg.Duration+healTimeout+24*time.Hour)
 		if err != nil {
 			return nil, fmt.Errorf("torture: make certificates: %w", err)
 		}

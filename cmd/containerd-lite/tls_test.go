@@ -3,14 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,73 +15,37 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/containerd-lite/containerd-lite/internal/pki"
 )
 
-// testCA is a certificate authority made up for a test.
+// testCA is a certificate authority made up for a test, with its
+// certificate in a file.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // its certificate, PEM
+	*pki.CA
+	file string
 }
 
 func newTestCA(t *testing.T, dir, name string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
+	ca, err := pki.NewCA(name, time.Hour)
 	require.NoError(t, err)
 	file := filepath.Join(dir, name+".pem")
-	writePEM(t, file, "CERTIFICATE", der)
-	return &testCA{cert: cert, key: key, file: file}
+	require.NoError(t, os.WriteFile(file, ca.PEM, 0o600))
+	return &testCA{CA: ca, file: file}
 }
 
-// issue signs a certificate for 127.0.0.1 and node.test with the given
+// issue signs a certificate for the loopback addresses, localhost and
+// node.test with the given
 // uses, and returns its certificate and key files.
 func (ca *testCA) issue(t *testing.T, dir, name string, usage ...x509.ExtKeyUsage) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  usage,
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"node.test"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
-	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	certPEM, keyPEM, err := ca.Issue(name, time.Hour, usage...)
 	require.NoError(t, err)
 	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", pk)
+	require.NoError(t, os.WriteFile(certFile, certPEM, 0o600))
+	require.NoError(t, os.WriteFile(keyFile, keyPEM, 0o600))
 	return certFile, keyFile
-}
-
-func serial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	require.NoError(t, err)
-	return n
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	require.NoError(t, os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
 }
 
 // testPKI is what the TLS tests use: a CA with a node certificate (server
@@ -246,7 +203,7 @@ func TestTLSRefusals(t *testing.T) {
 		{"node certificate of another CA", mtls.Addr(), []string{"--tls-ca", p.otherCA.file, "--tls-cert", p.clientCert, "--tls-key", p.clientKey}, "unauthenticated", "x509: certificate signed by unknown authority"},
 		{"plain client, mutual TLS node", mtls.Addr(), nil, "unavailable", "(if the nodes serve TLS, give --tls-ca"},
 		{"plain client, TLS node", tlsOnly.Addr(), nil, "unavailable", "(if the nodes serve TLS, give --tls-ca"},
-		{"wrong server name", tlsOnly.Addr(), []string{"--tls-ca", p.ca.file, "--tls-server-name", "other.test"}, "unauthenticated", "certificate is valid for node.test, not other.test"},
+		{"wrong server name", tlsOnly.Addr(), []string{"--tls-ca", p.ca.file, "--tls-server-name", "other.test"}, "unauthenticated", "certificate is valid for localhost, node.test, not other.test"},
 	}
 	results := make([]result, len(cases))
 	errs := make([]error, len(cases))
