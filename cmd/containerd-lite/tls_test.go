@@ -36,8 +36,7 @@ func newTestCA(t *testing.T, dir, name string) *testCA {
 }
 
 // issue signs a certificate for the loopback addresses, localhost and
-// node.test with the given
-// uses, and returns its certificate and key files.
+// node.test with the given uses, and returns its certificate and key files.
 func (ca *testCA) issue(t *testing.T, dir, name string, usage ...x509.ExtKeyUsage) (certFile, keyFile string) {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue(name, time.Hour, usage...)
