@@ -13,55 +13,58 @@ import (
 // when the group as a whole failed (its outcome is then unknown).
 type FlushFunc func(ctx context.Context, group []*Write) []error
 
-// GroupConfig tunes a GroupCommitter.
+// GroupConfig tunes a Batcher or GroupCommitter.
 type GroupConfig struct {
-	// MaxGroup bounds the writes committed together. Default 64.
+	// MaxGroup bounds the requests handled together. Default 64.
 	MaxGroup int
 	// Flushers is the number of groups in flight at once. Default 2. A few
-	// are enough: while one group commits the next one fills up, and many
+	// are enough: while one group runs the next one fills up, and many
 	// concurrent groups only queue up in the database.
 	Flushers int
-	// Timeout bounds one flush. Default 10s.
+	// Timeout bounds one group. Default 10s.
 	Timeout time.Duration
 }
 
-// GroupCommitter turns concurrent Saves into grouped commits. Writes that
-// are ready at the same time share one flush, while each caller still waits
-// for, and gets, the outcome of its own write. There is no timer: a flusher
-// takes whatever has queued up while the previous group was committing.
-type GroupCommitter struct {
-	flush   FlushFunc
+// GroupStats are a batcher's counters.
+type GroupStats struct {
+	Groups int64 // groups run
+	Writes int64 // requests in them; Writes/Groups is the mean group size
+}
+
+// Batcher turns concurrent requests into groups handled by one call of its
+// function. Requests that are waiting at the same time share a group, while
+// each caller still waits for, and gets, the result of its own request.
+// There is no timer: a flusher takes whatever has queued up while the
+// previous group was running.
+type Batcher[Q, R any] struct {
+	run     func(ctx context.Context, group []Q) []R
 	cfg     GroupConfig
-	queue   chan *pendingWrite
+	queue   chan *pending[Q, R]
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	closing sync.Once
-	mu      sync.RWMutex // guards closed against Saves racing Close
+	mu      sync.RWMutex // guards closed against Dos racing Close
 	closed  bool
 	baseCtx context.Context
 	cancel  context.CancelFunc
+	dones   sync.Pool // of chan result[R]
 
-	groups, writes atomic.Int64 // flushed so far
+	groups, requests atomic.Int64
 }
 
-// GroupStats are a GroupCommitter's counters.
-type GroupStats struct {
-	Groups int64 // flushes
-	Writes int64 // writes flushed; Writes/Groups is the mean group size
+type pending[Q, R any] struct {
+	q    Q
+	done chan result[R]
 }
 
-// Stats returns the committer's counters.
-func (g *GroupCommitter) Stats() GroupStats {
-	return GroupStats{Groups: g.groups.Load(), Writes: g.writes.Load()}
+type result[R any] struct {
+	r   R
+	err error
 }
 
-type pendingWrite struct {
-	w    *Write
-	done chan error
-}
-
-// NewGroupCommitter starts the flushers. Close stops them.
-func NewGroupCommitter(cfg GroupConfig, flush FlushFunc) *GroupCommitter {
+// NewBatcher starts the flushers, which hand groups to run: it must return
+// one result per request, in order. Close stops them.
+func NewBatcher[Q, R any](cfg GroupConfig, run func(ctx context.Context, group []Q) []R) *Batcher[Q, R] {
 	if cfg.MaxGroup <= 0 {
 		cfg.MaxGroup = 64
 	}
@@ -72,120 +75,153 @@ func NewGroupCommitter(cfg GroupConfig, flush FlushFunc) *GroupCommitter {
 		cfg.Timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &GroupCommitter{
-		flush: flush, cfg: cfg,
-		queue: make(chan *pendingWrite, 4*cfg.MaxGroup),
+	b := &Batcher[Q, R]{
+		run: run, cfg: cfg,
+		queue: make(chan *pending[Q, R], 4*cfg.MaxGroup),
 		stop:  make(chan struct{}), baseCtx: ctx, cancel: cancel,
 	}
+	b.dones.New = func() any { return make(chan result[R], 1) }
 	for range cfg.Flushers {
-		g.wg.Add(1)
-		go g.run()
+		b.wg.Add(1)
+		go b.flusher()
 	}
-	return g
+	return b
 }
 
-var donePool = sync.Pool{New: func() any { return make(chan error, 1) }}
+// Stats returns the batcher's counters.
+func (b *Batcher[Q, R]) Stats() GroupStats {
+	return GroupStats{Groups: b.groups.Load(), Writes: b.requests.Load()}
+}
 
-// Save queues w for the next group and waits for its outcome. If ctx ends
-// first, Save returns ctx.Err() and the write may or may not be committed.
-func (g *GroupCommitter) Save(ctx context.Context, w *Write) error {
-	p := &pendingWrite{w: w, done: donePool.Get().(chan error)}
-	g.mu.RLock()
-	if g.closed {
-		g.mu.RUnlock()
-		donePool.Put(p.done)
-		return ErrClosed
+// Do queues q for the next group and waits for its result. It fails with
+// ErrClosed after Close, and with ctx.Err() if ctx ends first (q may still
+// be handled then).
+func (b *Batcher[Q, R]) Do(ctx context.Context, q Q) (R, error) {
+	var zero R
+	p := &pending[Q, R]{q: q, done: b.dones.Get().(chan result[R])}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		b.dones.Put(p.done)
+		return zero, ErrClosed
 	}
 	select {
-	case g.queue <- p:
-		g.mu.RUnlock()
+	case b.queue <- p:
+		b.mu.RUnlock()
 	case <-ctx.Done():
-		g.mu.RUnlock()
-		donePool.Put(p.done)
-		return ctx.Err()
+		b.mu.RUnlock()
+		b.dones.Put(p.done)
+		return zero, ctx.Err()
 	}
 	select {
-	case err := <-p.done:
-		donePool.Put(p.done)
-		return err
+	case res := <-p.done:
+		b.dones.Put(p.done)
+		return res.r, res.err
 	case <-ctx.Done():
 		// The flusher will still send on done (buffered); drop the channel.
-		return ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
-func (g *GroupCommitter) run() {
-	defer g.wg.Done()
-	group := make([]*pendingWrite, 0, g.cfg.MaxGroup)
-	writes := make([]*Write, 0, g.cfg.MaxGroup)
+func (b *Batcher[Q, R]) flusher() {
+	defer b.wg.Done()
+	group := make([]*pending[Q, R], 0, b.cfg.MaxGroup)
+	reqs := make([]Q, 0, b.cfg.MaxGroup)
 	for {
-		group, writes = group[:0], writes[:0]
+		group, reqs = group[:0], reqs[:0]
 		select {
-		case p := <-g.queue:
+		case p := <-b.queue:
 			group = append(group, p)
-		case <-g.stop:
-			g.drain()
+		case <-b.stop:
+			b.drain()
 			return
 		}
 		select {
-		case <-g.stop:
-			// Closed while this write was taken: no new group after Close.
-			group[0].done <- ErrClosed
-			g.drain()
+		case <-b.stop:
+			// Closed while this request was taken: no new group after Close.
+			group[0].done <- result[R]{err: ErrClosed}
+			b.drain()
 			return
 		default:
 		}
 	fill:
-		for len(group) < g.cfg.MaxGroup {
+		for len(group) < b.cfg.MaxGroup {
 			select {
-			case p := <-g.queue:
+			case p := <-b.queue:
 				group = append(group, p)
 			default:
 				break fill
 			}
 		}
 		for _, p := range group {
-			writes = append(writes, p.w)
+			reqs = append(reqs, p.q)
 		}
-		g.groups.Add(1)
-		g.writes.Add(int64(len(writes)))
-		ctx, cancel := context.WithTimeout(g.baseCtx, g.cfg.Timeout)
-		results := g.flush(ctx, writes)
+		b.groups.Add(1)
+		b.requests.Add(int64(len(reqs)))
+		ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.Timeout)
+		results := b.run(ctx, reqs)
 		cancel()
 		for i, p := range group {
-			var err error
 			if i < len(results) {
-				err = results[i]
+				p.done <- result[R]{r: results[i]}
 			} else {
-				err = ErrClosed
+				p.done <- result[R]{err: ErrClosed}
 			}
-			p.done <- err
 		}
 	}
 }
 
-// drain fails the writes still queued when the committer stops.
-func (g *GroupCommitter) drain() {
+// drain fails the requests still queued when the batcher stops.
+func (b *Batcher[Q, R]) drain() {
 	for {
 		select {
-		case p := <-g.queue:
-			p.done <- ErrClosed
+		case p := <-b.queue:
+			p.done <- result[R]{err: ErrClosed}
 		default:
 			return
 		}
 	}
 }
 
-// Close lets the groups in flight finish, fails the writes still queued
+// Close lets the groups in flight finish, fails the requests still queued
 // with ErrClosed, and stops the flushers.
-func (g *GroupCommitter) Close() {
-	g.closing.Do(func() {
-		g.mu.Lock()
-		g.closed = true
-		g.mu.Unlock()
-		close(g.stop)
-		g.wg.Wait()
-		g.cancel()
-		g.drain()
+func (b *Batcher[Q, R]) Close() {
+	b.closing.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.stop)
+		b.wg.Wait()
+		b.cancel()
+		b.drain()
 	})
 }
+
+// GroupCommitter turns concurrent Saves into grouped commits (group
+// commit): writes that are ready at the same time share one flush, while
+// each caller still waits for, and gets, the outcome of its own write.
+type GroupCommitter struct {
+	b *Batcher[*Write, error]
+}
+
+// NewGroupCommitter starts the flushers. Close stops them.
+func NewGroupCommitter(cfg GroupConfig, flush FlushFunc) *GroupCommitter {
+	return &GroupCommitter{b: NewBatcher(cfg, flush)}
+}
+
+// Save queues w for the next group and waits for its outcome. If ctx ends
+// first, Save returns ctx.Err() and the write may or may not be committed.
+func (g *GroupCommitter) Save(ctx context.Context, w *Write) error {
+	outcome, err := g.b.Do(ctx, w)
+	if err != nil {
+		return err
+	}
+	return outcome
+}
+
+// Stats returns the committer's counters.
+func (g *GroupCommitter) Stats() GroupStats { return g.b.Stats() }
+
+// Close lets the groups in flight finish, fails the writes still queued
+// with ErrClosed, and stops the flushers.
+func (g *GroupCommitter) Close() { g.b.Close() }

@@ -59,7 +59,10 @@ func (s *Store) Activate(ctx context.Context, key passivate.Key, node string) (*
 		return nil, passivate.ErrClosed
 	}
 	op := "activate " + key.String()
-	r := s.act.do(ctx, key, node)
+	r, err := s.act.Do(ctx, activateReq{key: key, node: node})
+	if err != nil {
+		r.err = err
+	}
 	for try := 1; ; try++ {
 		switch {
 		case r.err == nil && r.a != nil:

@@ -27,7 +27,7 @@ var ErrNotMigrated = errors.New("pgstore: database schema is missing or out of d
 type Store struct {
 	pool      *pgxpool.Pool
 	group     *passivate.GroupCommitter
-	act       *activator
+	act       *passivate.Batcher[activateReq, activateRes]
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -68,7 +68,11 @@ func Open(ctx context.Context, url string, opts *Options) (*Store, error) {
 		Flushers: o.Flushers,
 		Timeout:  o.FlushTimeout,
 	}, s.flush)
-	s.act = newActivator(s, o.Flushers, o.MaxGroup, o.FlushTimeout)
+	s.act = passivate.NewBatcher(passivate.GroupConfig{
+		MaxGroup: o.MaxGroup,
+		Flushers: o.Flushers,
+		Timeout:  o.FlushTimeout,
+	}, s.activateGroup)
 	return s, nil
 }
 
@@ -174,7 +178,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.group.Close()
-		s.act.close()
+		s.act.Close()
 		s.pool.Close()
 	})
 	return nil
@@ -192,9 +196,7 @@ func (s *Store) fail(op string, err error) error {
 // GroupStats reports how Saves were grouped into commits.
 func (s *Store) GroupStats() passivate.GroupStats { return s.group.Stats() }
 
-// ActivationStats reports how Activates were grouped into statements
-// (Groups statements for Writes activations; retries of racing claims are
-// not counted).
-func (s *Store) ActivationStats() passivate.GroupStats {
-	return passivate.GroupStats{Groups: s.act.groups.Load(), Writes: s.act.claims.Load()}
-}
+// ActivationStats reports how Activates were grouped: Groups groups for
+// Writes Activates (the retries of racing claims, which run on their own,
+// are not counted).
+func (s *Store) ActivationStats() passivate.GroupStats { return s.act.Stats() }
